@@ -1,0 +1,145 @@
+"""Change activations: zero- or mean-ablate sets of attention heads, many sets in one forward pass.
+
+Heads are ablated at ``hook_z`` (each head's output before W_O), so removing a head removes exactly
+its contribution to the residual stream. Under grouped-query attention this is still per *query*
+head: the shared keys and values are untouched.
+
+The workhorse is `ablated_metric`: it takes a list of head sets, repeats the batch once per set, and
+ablates a different set in each copy through a per-row mask. The per-head screen (one set per head)
+and the random-heads control (one set per random draw) are the same call, and both cost a few
+large forward passes instead of hundreds of small ones (measured in ``benchmarks/``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from helpers.capture import check_tokens, rows_per_chunk, z_hook
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+Head = tuple[int, int]
+Metric = Callable[[Float[Tensor, "batch pos vocab"], Int[Tensor, "batch pos"]], Float[Tensor, "batch"]]
+Mode = Literal["zero", "mean"]
+
+
+def check_heads(heads: Sequence[Head], n_layers: int, n_heads: int) -> None:
+    """Raise a clear error for a head index outside the model."""
+    for head in heads:
+        if len(head) != 2:
+            raise ValueError(f"a head is a (layer, head) pair; got {head!r}")
+        layer, index = head
+        if not (0 <= layer < n_layers and 0 <= index < n_heads):
+            raise ValueError(
+                f"head L{layer}H{index} is outside this model, which has layers 0..{n_layers - 1} "
+                f"and heads 0..{n_heads - 1} per layer"
+            )
+
+
+def head_set_masks(head_sets: Sequence[Sequence[Head]], n_layers: int, n_heads: int
+                   ) -> Bool[Tensor, "set layer head"]:
+    """One boolean mask per head set: True where a head is ablated."""
+    masks = torch.zeros(len(head_sets), n_layers, n_heads, dtype=torch.bool)
+    for i, heads in enumerate(head_sets):
+        check_heads(heads, n_layers, n_heads)
+        for layer, head in heads:
+            masks[i, layer, head] = True
+    return masks
+
+
+def _ablation_hook(keep: Float[Tensor, "row head"], replacement: Float[Tensor, "... head d_head"] | None):
+    def hook(z: Float[Tensor, "row pos head d_head"], hook=None) -> Float[Tensor, "row pos head d_head"]:
+        weight = keep.to(z.device, z.dtype)[:, None, :, None]
+        out = z * weight  # a new tensor: the cached activation is never written in place
+        if replacement is not None:
+            out = out + (1 - weight) * replacement.to(z.device, z.dtype)
+        return out
+
+    return hook
+
+
+@torch.no_grad()
+def ablated_metric(
+    model: TransformerBridge,
+    tokens: Int[Tensor, "batch pos"],
+    head_sets: Sequence[Sequence[Head]],
+    metric: Metric,
+    *,
+    mode: Mode = "zero",
+    means: Float[Tensor, "layer ... head d_head"] | None = None,
+    max_rows: int | None = None,
+) -> Float[Tensor, "set batch"]:
+    """`metric` on every prompt with each head set ablated in turn.
+
+    Args:
+        tokens: the prompts, all of one length.
+        head_sets: e.g. ``[[]]`` for the clean model, ``[[(5, 1)], [(6, 9)]]`` for a per-head screen,
+            or k random heads per set for the random control.
+        metric: maps logits and tokens to one number per prompt (e.g. mean loss on the repeated half).
+        mode: ``"zero"`` replaces the heads' ``hook_z`` with zeros; ``"mean"`` with `means`
+            (from `capture.mean_head_outputs`), which keeps the activation on-distribution.
+        max_rows: rows (prompt copies) per forward pass; defaults to a logits budget of ~256 MB.
+
+    Returns:
+        ``[set, batch]`` metric values.
+    """
+    check_tokens(model, tokens)
+    if mode not in ("zero", "mean"):
+        raise ValueError(f"mode must be 'zero' or 'mean'; got {mode!r}")
+    if mode == "mean" and means is None:
+        raise ValueError("mode='mean' needs `means`; compute them with helpers.capture.mean_head_outputs")
+    if len(head_sets) == 0:
+        raise ValueError("head_sets is empty; pass [[]] to measure the clean model")
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    masks = head_set_masks(head_sets, n_layers, n_heads)
+    batch, seq_len = tokens.shape
+    rows = max(max_rows or rows_per_chunk(model, seq_len), 1)
+    sets_per_pass = max(1, rows // batch)
+    results = []
+    for start in range(0, len(head_sets), sets_per_pass):
+        chunk = masks[start:start + sets_per_pass]  # [sets, layer, head]
+        keep = (~chunk).float().repeat_interleave(batch, dim=0)  # [sets * batch, layer, head]
+        repeated = tokens.repeat(len(chunk), 1)  # set-major rows: set i holds rows i*batch..(i+1)*batch
+        hooks = [
+            (z_hook(layer), _ablation_hook(keep[:, layer], None if means is None else means[layer]))
+            for layer in range(n_layers) if chunk[:, layer].any()
+        ]
+        device_tokens = repeated.to(model.cfg.device)
+        logits = model.run_with_hooks(device_tokens, fwd_hooks=hooks) if hooks else model(device_tokens)
+        values = metric(logits, device_tokens).float().cpu()
+        results.append(values.reshape(len(chunk), batch))
+    return torch.cat(results)
+
+
+def per_head_effects(
+    model: TransformerBridge,
+    tokens: Int[Tensor, "batch pos"],
+    metric: Metric,
+    *,
+    mode: Mode = "zero",
+    means: Tensor | None = None,
+    max_rows: int | None = None,
+) -> Float[Tensor, "layer head"]:
+    """Mean change in `metric` when each head alone is ablated (ablated minus clean), ``[layer, head]``."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    all_heads = [[(layer, head)] for layer in range(n_layers) for head in range(n_heads)]
+    values = ablated_metric(model, tokens, [[]] + all_heads, metric, mode=mode, means=means, max_rows=max_rows)
+    clean, ablated = values[0], values[1:]
+    return (ablated - clean).mean(dim=1).reshape(n_layers, n_heads)
+
+
+def random_head_sets(n_layers: int, n_heads: int, k: int, n_draws: int, *, seed: int,
+                     exclude: Sequence[Head] = ()) -> list[list[Head]]:
+    """`n_draws` sets of k distinct heads drawn uniformly, skipping `exclude` (e.g. the top-k heads)."""
+    excluded = set(map(tuple, exclude))
+    pool = [(layer, head) for layer in range(n_layers) for head in range(n_heads) if (layer, head) not in excluded]
+    if not 1 <= k <= len(pool):
+        raise ValueError(f"k must lie in [1, {len(pool)}] (heads left after exclusions); got {k}")
+    generator = torch.Generator().manual_seed(seed)
+    return [[pool[i] for i in torch.randperm(len(pool), generator=generator)[:k].tolist()] for _ in range(n_draws)]

@@ -1,0 +1,381 @@
+"""Book-style figures and the attention view: functions that take tensors and draw, never compute.
+
+Every figure function returns its ``matplotlib.figure.Figure``, sets the title and axis labels it is
+given, and draws into `ax` when one is passed (so figures can be combined). Figures are created through
+``pyplot`` so that Jupyter's inline backend shows them; write ``fig = plots.head_heatmap(...)`` rather
+than ending a cell with the call, or the figure appears twice. Nothing is closed globally: a test or a
+loop that makes many figures closes its own with ``plt.close(fig)``.
+
+Conventions (STYLE §2): attention shares on a fixed 0-1 scale, effects on a diverging map centred on
+0, marked heads boxed, heads named ``L{layer}H{head}``. Importing this module changes no global
+state; ``use_book_style()`` applies the book's rcParams when a notebook asks for them.
+
+``attention_view`` emits a few kB of HTML for circuitsvis's ``AttentionPatterns`` widget and relies on
+the page (the built book serves ``circuitsvis_bundle_path()`` from ``_static/``) or on unpkg for the
+1.3 MB script, see toolchain.md §11.2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Union
+
+import circuitsvis
+import matplotlib as mpl
+import matplotlib.patheffects as path_effects
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from circuitsvis.utils.convert_props import convert_props
+from IPython.display import HTML
+from jaxtyping import Float
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from torch import Tensor
+
+from helpers.stats import Estimate
+
+Array = Union[Tensor, np.ndarray]
+
+BOOK_STYLE: dict[str, object] = {
+    "figure.dpi": 110,
+    "savefig.dpi": 150,
+    "savefig.bbox": "tight",
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": False,
+    "legend.frameon": False,
+    "image.cmap": "viridis",
+}
+SEQUENTIAL_CMAP = "viridis"
+DIVERGING_CMAP = "RdBu_r"
+MARK_COLOR = "#e4572e"  # boxes around marked heads: visible on both viridis and RdBu
+
+
+def use_book_style() -> None:
+    """Apply the book's matplotlib rcParams (``BOOK_STYLE``) globally. Call it once per notebook.
+
+    Use ``with matplotlib.rc_context(plots.BOOK_STYLE):`` instead to style a single block.
+    """
+    mpl.rcParams.update(BOOK_STYLE)
+
+
+def head_label(head: tuple[int, int]) -> str:
+    """``(9, 9) -> "L9H9"``: how the book names a head."""
+    layer, index = head
+    return f"L{layer}H{index}"
+
+
+def _numpy(values: Array | Sequence[float], name: str, ndim: int | None) -> np.ndarray:
+    """A float64 numpy copy; `ndim=None` accepts any shape."""
+    array = (
+        values.detach().to("cpu", torch.float64).numpy()
+        if isinstance(values, Tensor)
+        else np.asarray(values, dtype=np.float64)
+    )
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dims; got shape {tuple(array.shape)}")
+    return array
+
+
+def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    fig, new_ax = plt.subplots(figsize=size, layout="constrained")
+    return fig, new_ax
+
+
+def _ticks(count: int, most: int = 32) -> np.ndarray:
+    """Every index when it fits, else every k-th, so 30 layers stay readable."""
+    return np.arange(0, count, max(1, -(-count // most)))
+
+
+def _token_label(token: str) -> str:
+    # "$" would start mathtext in a tick label; newlines would break the axis layout.
+    return token.replace("$", r"\$").replace("\n", "\\n")
+
+
+def _extend(values: np.ndarray, vmin: float, vmax: float) -> str:
+    """Colourbar arrows that show values were clipped by the fixed scale, instead of hiding it."""
+    finite = values[np.isfinite(values)]
+    low = finite.size > 0 and finite.min() < vmin
+    high = finite.size > 0 and finite.max() > vmax
+    return {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}[(low, high)]
+
+
+def head_heatmap(
+    scores: Float[Tensor, "layer head"] | Float[np.ndarray, "layer head"],
+    *,
+    title: str,
+    colorbar_label: str,
+    marked: Sequence[tuple[int, int]] = (),
+    vmin: float | None = None,
+    vmax: float | None = None,
+    diverging: bool = False,
+    ax: Axes | None = None,
+) -> Figure:
+    """A layers × heads grid of one score, layer 0 at the top, with marked heads boxed and annotated.
+
+    Args:
+        scores: one value per head, e.g. ``scores.attention_on_targets(...)``.
+        title: what and which model, e.g. ``f"Induction score per head, {MODEL}"``.
+        colorbar_label: what the colour means, with units.
+        marked: heads to box, as ``(layer, head)``; each box shows the head's value.
+        vmin, vmax: colour limits. Default: 0 and 1 (attention shares). With `diverging`, the limits
+            are symmetric around 0 at ``max(|vmin|, |vmax|)``, or the largest ``|score|`` when not given.
+        diverging: use a diverging map centred on 0 (effects, logit differences).
+        ax: draw into this axes instead of a new figure.
+
+    Raises:
+        ValueError: if `scores` is not 2-D, a marked head is outside the grid, or vmin >= vmax.
+    """
+    grid = _numpy(scores, "scores [layer, head]", 2)
+    n_layers, n_heads = grid.shape
+    for layer, head in marked:
+        if not (0 <= layer < n_layers and 0 <= head < n_heads):
+            raise ValueError(
+                f"marked head {head_label((layer, head))} is outside the {n_layers} x {n_heads} grid of scores; "
+                "mark heads as (layer, head) with 0-based indices"
+            )
+    if diverging:
+        given = [abs(v) for v in (vmin, vmax) if v is not None]
+        finite = np.abs(grid[np.isfinite(grid)])
+        limit = max(given) if given else (float(finite.max()) if finite.size else 1.0)
+        low, high, cmap = -(limit or 1.0), (limit or 1.0), DIVERGING_CMAP
+    else:
+        low = 0.0 if vmin is None else vmin
+        high = 1.0 if vmax is None else vmax
+        cmap = SEQUENTIAL_CMAP
+    if low >= high:
+        raise ValueError(f"vmin must be below vmax; got vmin={low}, vmax={high}")
+
+    fig, ax = _figure(ax, (min(2.2 + 0.5 * n_heads, 12.0), min(1.3 + 0.26 * n_layers, 12.0)))
+    image = ax.imshow(grid, cmap=cmap, vmin=low, vmax=high, aspect="auto", interpolation="nearest")
+    colorbar = fig.colorbar(image, ax=ax, extend=_extend(grid, low, high))
+    colorbar.set_label(colorbar_label)
+    ax.set_xticks(_ticks(n_heads))
+    ax.set_yticks(_ticks(n_layers))
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(title)
+    for layer, head in marked:
+        ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor=MARK_COLOR, linewidth=2))
+        ax.text(head, layer, f"{grid[layer, head]:.2f}", ha="center", va="center", fontsize=7, color="white",
+                path_effects=[path_effects.withStroke(linewidth=2, foreground="black")])
+    return fig
+
+
+def estimate_bars(
+    estimates: Mapping[str, Estimate],
+    *,
+    title: str,
+    ylabel: str,
+    reference: float | None = None,
+    reference_label: str | None = None,
+    ax: Axes | None = None,
+) -> Figure:
+    """One bar per estimate (e.g. "full model", "top-3 ablated", "random-3 ablated") with its CI.
+
+    Args:
+        estimates: label -> ``Estimate``; bars keep the mapping's order. All must share one `level`.
+        reference: optional horizontal line, e.g. chance accuracy or the clean metric.
+        reference_label: legend text for the line.
+
+    Raises:
+        ValueError: if `estimates` is empty or the estimates have different levels.
+    """
+    if not estimates:
+        raise ValueError("estimates is empty; expected a mapping like {'full model': Estimate, ...}")
+    levels = {e.level for e in estimates.values()}
+    if len(levels) != 1:
+        raise ValueError(f"all estimates must share one interval level to share error bars; got {sorted(levels)}")
+    labels = list(estimates)
+    means = np.array([estimates[k].mean for k in labels])
+    errors = np.array([[estimates[k].mean - estimates[k].lower for k in labels],
+                       [estimates[k].upper - estimates[k].mean for k in labels]])  # [2, bar]
+
+    fig, ax = _figure(ax, (max(3.5, 1.2 * len(labels) + 1.5), 3.6))
+    positions = np.arange(len(labels))
+    ax.bar(positions, means, color="#4c72b0", width=0.6)
+    ax.errorbar(positions, means, yerr=np.clip(errors, 0, None), fmt="none", ecolor="black", capsize=4,
+                label=f"{levels.pop():.0%} bootstrap CI")
+    ax.set_xticks(positions, labels)
+    if reference is not None:
+        ax.axhline(reference, color="grey", linestyle="--", linewidth=1, label=reference_label)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="best")
+    return fig
+
+
+def score_vs_null(
+    scores: Float[Tensor, "layer head"] | Float[np.ndarray, "layer head"],
+    null_scores: Float[Tensor, "layer head"] | Float[np.ndarray, "layer head"],
+    *,
+    title: str,
+    xlabel: str,
+    threshold: float | None,
+    ax: Axes | None = None,
+) -> Figure:
+    """Histograms of every head's score on real prompts and on control prompts, with the cut-off.
+
+    Args:
+        scores, null_scores: per-head scores (any shape; all entries are pooled), e.g. ``[layer, head]``.
+        threshold: e.g. ``stats.null_threshold(null_scores)``; drawn as a vertical line when given.
+    """
+    real = _numpy(scores, "scores", None).ravel()
+    null = _numpy(null_scores, "null_scores", None).ravel()
+    both = np.concatenate([real, null])
+    both = both[np.isfinite(both)]
+    edges = np.histogram_bin_edges(both if both.size else [0.0, 1.0], bins=30)  # shared bins: bars compare
+
+    fig, ax = _figure(ax, (5.5, 3.4))
+    ax.hist(null, bins=edges, color="grey", alpha=0.6, label=f"control prompts ({null.size} heads)")
+    ax.hist(real, bins=edges, color="#4c72b0", alpha=0.6, label=f"real prompts ({real.size} heads)")
+    if threshold is not None:
+        ax.axvline(threshold, color=MARK_COLOR, linestyle="--", label=f"threshold {threshold:.3g}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("number of heads")
+    ax.set_title(title)
+    ax.legend(loc="best")
+    return fig
+
+
+def attention_pattern(
+    pattern: Float[Tensor, "query key"] | Float[np.ndarray, "query key"],
+    tokens: Sequence[str],
+    *,
+    title: str,
+    ax: Axes | None = None,
+) -> Figure:
+    """One head's attention on one prompt as a 0-1 heatmap; the static fallback for ``attention_view``.
+
+    Raises:
+        ValueError: if `pattern` is not ``[len(tokens), len(tokens)]``.
+    """
+    grid = _numpy(pattern, "pattern [query, key]", 2)
+    if grid.shape != (len(tokens), len(tokens)):
+        raise ValueError(
+            f"pattern has shape {tuple(grid.shape)} but there are {len(tokens)} tokens; expected "
+            f"({len(tokens)}, {len(tokens)}). Pass one prompt's pattern for one head, e.g. patterns[layer, 0, head]"
+        )
+    side = min(2.5 + 0.28 * len(tokens), 14.0)
+    fig, ax = _figure(ax, (side + 1.0, side))
+    image = ax.imshow(grid, cmap=SEQUENTIAL_CMAP, vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8).set_label("attention probability")
+    labels = [_token_label(t) for t in tokens]
+    ax.set_xticks(np.arange(len(tokens)), labels, rotation=90, fontsize=8)
+    ax.set_yticks(np.arange(len(tokens)), labels, fontsize=8)
+    ax.set_xlabel("key (attended to)")
+    ax.set_ylabel("query (attending)")
+    ax.set_title(title)
+    return fig
+
+
+def training_curves(
+    history: Mapping[str, Sequence[float]],
+    steps: Sequence[int],
+    *,
+    title: str,
+    ylabel: str,
+    xlabel: str = "training step",
+    marker_step: int | None = None,
+    marker_label: str | None = None,
+    log_y: bool = False,
+    ax: Axes | None = None,
+) -> Figure:
+    """Curves over training steps (loss, a head's score), one per entry of `history`.
+
+    Args:
+        history: curve name -> one value per step, e.g. ``{"train loss": [...], "induction score": [...]}``.
+        steps: the step of each value.
+        marker_step: draws a vertical line there, e.g. where the phase change starts.
+
+    Raises:
+        ValueError: if `history` is empty or a curve's length differs from ``len(steps)``.
+    """
+    if not history:
+        raise ValueError("history is empty; expected {curve name: values per step}")
+    for name, values in history.items():
+        if len(values) != len(steps):
+            raise ValueError(f"curve {name!r} has {len(values)} values but there are {len(steps)} steps; "
+                             "record one value per logged step")
+    fig, ax = _figure(ax, (5.5, 3.4))
+    for name, values in history.items():
+        ax.plot(list(steps), list(values), label=name)
+    if marker_step is not None:
+        ax.axvline(marker_step, color="grey", linestyle="--", linewidth=1, label=marker_label)
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="best")
+    return fig
+
+
+def circuitsvis_bundle_path() -> Path:
+    """The browser bundle shipped in the circuitsvis wheel (``dist/cdn/iife.js``, defines ``CircuitsVis``).
+
+    The Makefile copies it into the book's ``_static/`` so pages load it once instead of once per widget.
+
+    Raises:
+        RuntimeError: if the installed circuitsvis has no bundle there.
+    """
+    path = Path(circuitsvis.__file__).parent / "dist" / "cdn" / "iife.js"
+    if not path.is_file():
+        raise RuntimeError(f"no circuitsvis bundle at {path}; reinstall circuitsvis=={circuitsvis.__version__} from PyPI")
+    return path
+
+
+def attention_view(
+    tokens: Sequence[str],
+    patterns: Float[Tensor, "head query key"] | Float[np.ndarray, "head query key"],
+    head_names: Sequence[str],
+    *,
+    key: str = "",
+) -> HTML:
+    """Interactive circuitsvis ``AttentionPatterns`` widget for several heads on one prompt, as small HTML.
+
+    Uses ``window.CircuitsVis`` when the page provides it (the built book) and otherwise imports the
+    ES module from unpkg (Colab, Jupyter). Values are rounded to 3 decimals, finer than the widget's
+    colours can show, which keeps a 10-token, 4-head view under 5 kB. The div id is a hash of the
+    content, so re-executing a notebook gives identical output; pass a different `key` to show the same
+    input twice on one page.
+
+    Args:
+        tokens: the prompt's tokens as strings.
+        patterns: ``[head, query, key]`` attention probabilities, e.g. ``torch.stack([...])`` of heads.
+        head_names: one label per head, e.g. ``[head_label(h) for h in heads]``.
+
+    Raises:
+        ValueError: if the shapes of `patterns`, `tokens` and `head_names` disagree.
+    """
+    grid = _numpy(patterns, "patterns [head, query, key]", 3)
+    n = len(tokens)
+    if grid.shape[1:] != (n, n):
+        raise ValueError(f"patterns has shape {tuple(grid.shape)} but there are {n} tokens; expected (head, {n}, {n})")
+    if len(head_names) != grid.shape[0]:
+        raise ValueError(f"got {len(head_names)} head_names for {grid.shape[0]} heads in patterns; pass one name per head")
+    # AttentionPatterns (1.43.3) takes headLabels although the Python wrapper does not expose it.
+    props = convert_props({"tokens": list(tokens), "attention": np.round(grid, 3), "headLabels": list(head_names)})
+    props = props.replace("<", "\\u003c")  # a token like "</script>" must not end the script early
+    version = circuitsvis.__version__
+    digest = hashlib.sha256(f"{version}|{key}|{props}".encode()).hexdigest()[:12]
+    div = f"circuits-vis-{digest}"
+    cdn = f"https://unpkg.com/circuitsvis@{version}/dist/cdn/esm.js"
+    return HTML(
+        f'<div id="{div}" style="margin: 15px 0;"></div>\n'
+        f'<script type="module">\n'
+        f'const CV = window.CircuitsVis ?? await import("{cdn}");\n'
+        f'CV.render("{div}", CV.AttentionPatterns, {props});\n'
+        f"</script>"
+    )

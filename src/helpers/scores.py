@@ -1,0 +1,180 @@
+"""Per-head scores computed from attention patterns: pure tensor functions, ``[layer, head]`` results.
+
+Every attention-pattern family score in the book is one question: *what share of a head's attention
+falls on the keys the family's hypothesis names?* A family is therefore a boolean ``targets`` mask
+(``previous_token_targets``, ``duplicate_token_targets``, ``induction_targets``, ``first_token_targets``)
+and one scorer, ``attention_on_targets``. ``family_scores`` computes them all from one captured
+pattern tensor, so screening every head for every family costs one forward pass.
+
+The chapter *How results are checked* explains why scores are pre-registered and compared with the
+uniform-attention baseline (``uniform_baseline``) and with control prompts.
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+FAMILIES = ("previous_token", "duplicate_token", "induction", "first_token")
+
+
+def attention_on_targets(
+    patterns: Float[Tensor, "layer batch head query key"],
+    targets: Bool[Tensor, "batch query key"],
+) -> Float[Tensor, "layer head"]:
+    """Share of each head's attention that falls on the target keys.
+
+    Sums attention on the keys marked in `targets`, then averages over the batch and over queries that
+    have at least one target (queries with nothing to find are skipped, not counted as zero).
+
+    Args:
+        patterns: attention probabilities; each row sums to 1 over `key`.
+        targets: True at [b, q, k] where the family's hypothesis says query q should look,
+            e.g. k == q - 1 for previous-token heads (`previous_token_targets`).
+
+    Returns:
+        Scores in [0, 1]; 1.0 means every scored query attends only to its targets.
+        Uniform causal attention scores `uniform_baseline(targets)`.
+
+    Raises:
+        ValueError: if batch/query/key sizes differ (both shapes are named) or no query has a target.
+
+    Example:
+        >>> patterns = torch.eye(4).expand(1, 1, 1, 4, 4)          # every query looks at itself
+        >>> attention_on_targets(patterns, torch.eye(4, dtype=torch.bool)[None])
+        tensor([[1.]])
+    """
+    if patterns.ndim != 5:
+        raise ValueError(
+            f"patterns must be [layer, batch, head, query, key]; got {patterns.ndim} dims {tuple(patterns.shape)}"
+        )
+    expected = (patterns.shape[1], patterns.shape[3], patterns.shape[4])
+    if targets.shape != expected:
+        raise ValueError(
+            f"targets {tuple(targets.shape)} do not match patterns' (batch, query, key) {expected}; "
+            "build the targets from the same tokens the patterns were captured on"
+        )
+    scored: Bool[Tensor, "batch query"] = targets.any(dim=-1)
+    if not scored.any():
+        raise ValueError("no query has a target key: the prompts contain nothing this score can find")
+    on_target = torch.einsum("lbhqk,bqk->lhbq", patterns, targets.to(patterns.dtype))
+    return (on_target * scored).sum(dim=(-1, -2)) / scored.sum()
+
+
+def uniform_baseline(targets: Bool[Tensor, "batch query key"]) -> float:
+    """The score a head with uniform causal attention would get: mean of (targets / visible keys).
+
+    It is the natural "no preference" line for a heatmap: a head scoring near it ignores the family's
+    targets. Only queries with at least one target count, as in `attention_on_targets`.
+    """
+    seq_len = targets.shape[-1]
+    visible = torch.arange(1, seq_len + 1, dtype=torch.float32)  # query q sees keys 0..q
+    shares = targets.sum(-1) / visible  # [batch, query]
+    scored = targets.any(-1)
+    if not scored.any():
+        raise ValueError("no query has a target key: the uniform baseline is undefined")
+    return (shares[scored]).mean().item()
+
+
+def _query_mask(batch: int, seq_len: int, first_query: int) -> Bool[Tensor, "batch query"]:
+    if not 0 <= first_query < seq_len:
+        raise ValueError(f"first_query must lie in [0, {seq_len}); got {first_query}")
+    mask = torch.zeros(batch, seq_len, dtype=torch.bool)
+    mask[:, first_query:] = True
+    return mask
+
+
+def previous_token_targets(batch: int, seq_len: int, *, first_query: int = 1) -> Bool[Tensor, "batch query key"]:
+    """Targets for previous-token heads: query q should attend to key q - 1.
+
+    `first_query` skips early queries; with a BOS token at position 0 pass ``first_query=2`` so that no
+    query is scored for attending to BOS (which many heads use as a resting place).
+    """
+    keys = torch.arange(seq_len)
+    one_back = keys[None, :] == keys[:, None] - 1  # [query, key]
+    mask = _query_mask(batch, seq_len, max(first_query, 1))
+    return one_back[None] & mask[:, :, None]
+
+
+def duplicate_token_targets(
+    tokens: Int[Tensor, "batch pos"], *, first_query: int = 0
+) -> Bool[Tensor, "batch query key"]:
+    """Targets for duplicate-token heads: earlier positions holding the same token as the query."""
+    same = tokens[:, :, None] == tokens[:, None, :]  # [batch, query, key]
+    earlier = torch.ones(tokens.shape[1], tokens.shape[1], dtype=torch.bool).tril(-1)
+    mask = _query_mask(*tokens.shape, first_query)
+    return same & earlier & mask[:, :, None]
+
+
+def induction_targets(
+    tokens: Int[Tensor, "batch pos"], *, first_query: int = 0
+) -> Bool[Tensor, "batch query key"]:
+    """Targets for induction heads: the key *right after* an earlier occurrence of the query's token.
+
+    For "A B ... A" the query at the second A should attend to B (key k with tokens[k - 1] == tokens[q]
+    and k - 1 < q). This is Olsson et al.'s prefix-matching pattern.
+    """
+    batch, seq_len = tokens.shape
+    prev_matches = torch.zeros(batch, seq_len, seq_len, dtype=torch.bool)
+    # key k is a target when the token before it (k - 1) equals the query token; shift the match by one
+    prev_matches[:, :, 1:] = tokens[:, :, None] == tokens[:, None, :-1]
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool).tril()  # k <= q, i.e. the copy is earlier
+    mask = _query_mask(batch, seq_len, first_query)
+    return prev_matches & causal & mask[:, :, None]
+
+
+def first_token_targets(batch: int, seq_len: int, *, first_query: int = 1) -> Bool[Tensor, "batch query key"]:
+    """Targets for 'resting' heads that park attention on position 0 (BOS or the first token).
+
+    Query 0 can only see key 0, so it is skipped by default.
+    """
+    targets = torch.zeros(batch, seq_len, seq_len, dtype=torch.bool)
+    targets[:, :, 0] = True
+    return targets & _query_mask(batch, seq_len, first_query)[:, :, None]
+
+
+def family_targets(
+    tokens: Int[Tensor, "batch pos"], *, first_query: int = 1
+) -> dict[str, Bool[Tensor, "batch query key"]]:
+    """The target masks of every attention-pattern family in `FAMILIES`, for one token batch."""
+    batch, seq_len = tokens.shape
+    return {
+        "previous_token": previous_token_targets(batch, seq_len, first_query=first_query),
+        "duplicate_token": duplicate_token_targets(tokens, first_query=first_query),
+        "induction": induction_targets(tokens, first_query=first_query),
+        "first_token": first_token_targets(batch, seq_len, first_query=max(first_query, 1)),
+    }
+
+
+def family_scores(
+    patterns: Float[Tensor, "layer batch head query key"],
+    tokens: Int[Tensor, "batch pos"],
+    *,
+    first_query: int = 1,
+) -> dict[str, Float[Tensor, "layer head"]]:
+    """Every family score for every head from one captured pattern tensor.
+
+    Families whose targets are absent from the prompts (e.g. induction on text without repeats) are
+    left out of the result rather than scored as zero.
+    """
+    if tokens.shape != (patterns.shape[1], patterns.shape[3]):
+        raise ValueError(
+            f"tokens {tuple(tokens.shape)} do not match patterns' (batch, query) "
+            f"{(patterns.shape[1], patterns.shape[3])}"
+        )
+    return {
+        family: attention_on_targets(patterns, targets)
+        for family, targets in family_targets(tokens, first_query=first_query).items()
+        if targets.any()
+    }
+
+
+def top_heads(scores: Float[Tensor, "layer head"], k: int) -> list[tuple[int, int]]:
+    """The k highest-scoring heads as (layer, head) tuples, best first (ties broken by index)."""
+    n_layers, n_heads = scores.shape
+    if not 1 <= k <= n_layers * n_heads:
+        raise ValueError(f"k must lie in [1, {n_layers * n_heads}] for a {n_layers}x{n_heads} grid; got {k}")
+    flat = scores.flatten()
+    order = sorted(range(flat.numel()), key=lambda i: (-flat[i].item(), i))[:k]
+    return [(i // n_heads, i % n_heads) for i in order]

@@ -1,0 +1,260 @@
+"""Seeded prompt generators; each returns one validated `TaskBatch`.
+
+- `repeated_tokens`: random tokens repeated twice, the standard probe for induction heads.
+- `random_tokens`: the same without a repeat, the control.
+- `ioi`: indirect-object identification prompts ("When Mary and John went to the store, John gave a
+  drink to" -> " Mary") in ABBA and BABA order, with ABC-corrupted counterparts.
+
+Generators take the model only for its tokenizer and BOS policy, and a `seed` for their own
+``random.Random`` / ``torch.Generator``: the same seed gives the same batch on every machine.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+
+@dataclass(frozen=True)
+class TaskBatch:
+    """Prompts for one experiment, tokenized, with everything a metric needs to know about them.
+
+    Attributes:
+        name: the task, e.g. ``"repeated_tokens"``.
+        tokens: ``[batch, pos]`` token ids, one length for the whole batch.
+        prompts: the text of each prompt (token strings joined, for random-token tasks).
+        answers / wrong: ``[batch]`` ids of the correct and of the competing next token, if any.
+        corrupted: ``[batch, pos]`` tokens of a matched control prompt (e.g. IOI's ABC version).
+        positions: named ``[batch]`` positions, e.g. ``"end"`` or ``"s2"``.
+        info: anything else a page wants to report (templates used, sizes).
+    """
+
+    name: str
+    tokens: Int[Tensor, "batch pos"]
+    prompts: tuple[str, ...]
+    answers: Int[Tensor, "batch"] | None = None
+    wrong: Int[Tensor, "batch"] | None = None
+    corrupted: Int[Tensor, "batch pos"] | None = None
+    positions: Mapping[str, Int[Tensor, "batch"]] = field(default_factory=dict)
+    info: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        tokens = self.tokens
+        if not isinstance(tokens, Tensor) or tokens.ndim != 2 or tokens.is_floating_point():
+            raise ValueError(f"{self.name}: tokens must be an integer tensor [batch, pos]; got "
+                             f"{getattr(tokens, 'shape', type(tokens).__name__)}")
+        batch, seq_len = tokens.shape
+        if len(self.prompts) != batch:
+            raise ValueError(f"{self.name}: {len(self.prompts)} prompts for a batch of {batch}")
+        for label, ids in (("answers", self.answers), ("wrong", self.wrong)):
+            if ids is not None and tuple(ids.shape) != (batch,):
+                raise ValueError(f"{self.name}: {label} must have shape ({batch},); got {tuple(ids.shape)}")
+        if self.corrupted is not None and self.corrupted.shape != tokens.shape:
+            raise ValueError(f"{self.name}: corrupted tokens {tuple(self.corrupted.shape)} must match "
+                             f"tokens {tuple(tokens.shape)}: clean and corrupted prompts need equal lengths")
+        for label, where in self.positions.items():
+            if tuple(where.shape) != (batch,) or where.min() < 0 or where.max() >= seq_len:
+                raise ValueError(f"{self.name}: position {label!r} must be {batch} indices in [0, {seq_len}); "
+                                 f"got shape {tuple(where.shape)}, values {where.min().item()}..{where.max().item()}")
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+
+def tokenize_prompts(model: TransformerBridge, prompts: Sequence[str]) -> Int[Tensor, "batch pos"]:
+    """Tokenize prompts with the model's BOS policy, insisting that all have the same length.
+
+    Padding would put pad tokens inside attention patterns and shift every named position, so the
+    book's tasks are built from templates whose slots hold single tokens instead.
+
+    Raises:
+        ValueError: naming the two lengths and an example prompt of each.
+    """
+    if not prompts:
+        raise ValueError("no prompts given")
+    rows = [model.to_tokens(prompt)[0] for prompt in prompts]
+    lengths = {}
+    for prompt, row in zip(prompts, rows):
+        lengths.setdefault(len(row), prompt)
+    if len(lengths) > 1:
+        examples = "; ".join(f"{n} tokens: {text!r}" for n, text in sorted(lengths.items()))
+        raise ValueError(
+            f"prompts tokenize to {len(lengths)} different lengths ({examples}). A batch needs one length: "
+            "use slot fillers that are single tokens for this tokenizer, or split the batch by length."
+        )
+    return torch.stack(rows).cpu()
+
+
+def _normalise_piece(piece: str) -> str:
+    # GPT-2-style byte-level BPE marks a leading space with "Ġ", SentencePiece with "▁"
+    return piece.replace("Ġ", " ").replace("▁", " ")
+
+
+@lru_cache(maxsize=8)
+def _ordinary_ids(tokenizer) -> tuple[int, ...]:
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    special = set(tokenizer.all_special_ids)
+    word = re.compile(r"^ ?[A-Za-z]{2,12}$")
+    return tuple(i for i, piece in enumerate(pieces)
+                 if piece is not None and i not in special and word.match(_normalise_piece(piece)))
+
+
+def ordinary_token_ids(model: TransformerBridge) -> Int[Tensor, "n"]:
+    """Ids of plain word-piece tokens (2-12 ASCII letters, optional leading space), no special tokens.
+
+    Sampling from these instead of the whole vocabulary keeps random sequences free of control,
+    byte-fallback and unused tokens (Gemma's vocabulary has thousands of those).
+    """
+    return torch.tensor(_ordinary_ids(model.tokenizer))
+
+
+def _bos_column(model: TransformerBridge, batch: int) -> Int[Tensor, "batch bos"]:
+    if not model.cfg.default_prepend_bos:
+        return torch.empty(batch, 0, dtype=torch.long)
+    return torch.full((batch, 1), model.tokenizer.bos_token_id, dtype=torch.long)
+
+
+def _check_sizes(**sizes: int) -> None:
+    for label, value in sizes.items():
+        if value < 1:
+            raise ValueError(f"{label} must be at least 1; got {value}")
+
+
+def repeated_tokens(model: TransformerBridge, *, batch: int, half_len: int, seed: int) -> TaskBatch:
+    """`half_len` random ordinary tokens, then the same tokens again (after BOS if the model uses one).
+
+    Positions: ``first_start`` and ``second_start`` (index of the first token of each copy). On the
+    second copy every next token is predictable by copying from the first, and by nothing else.
+    """
+    _check_sizes(batch=batch, half_len=half_len)
+    generator = torch.Generator().manual_seed(seed)
+    pool = ordinary_token_ids(model)
+    half = pool[torch.randint(len(pool), (batch, half_len), generator=generator)]
+    bos = _bos_column(model, batch)
+    tokens = torch.cat([bos, half, half], dim=1)
+    offset = bos.shape[1]
+    return TaskBatch(
+        name="repeated_tokens", tokens=tokens, prompts=_joined(model, tokens),
+        positions={"first_start": torch.full((batch,), offset), "second_start": torch.full((batch,), offset + half_len)},
+        info={"half_len": half_len, "seed": seed},
+    )
+
+
+def random_tokens(model: TransformerBridge, *, batch: int, length: int, seed: int) -> TaskBatch:
+    """`length` random ordinary tokens with no deliberate repeat: the control for `repeated_tokens`."""
+    _check_sizes(batch=batch, length=length)
+    generator = torch.Generator().manual_seed(seed)
+    pool = ordinary_token_ids(model)
+    body = pool[torch.randint(len(pool), (batch, length), generator=generator)]
+    tokens = torch.cat([_bos_column(model, batch), body], dim=1)
+    return TaskBatch(name="random_tokens", tokens=tokens, prompts=_joined(model, tokens),
+                     info={"length": length, "seed": seed})
+
+
+def _joined(model: TransformerBridge, tokens: Tensor) -> tuple[str, ...]:
+    return tuple(model.tokenizer.decode(row) for row in tokens)
+
+
+# --------------------------------------------------------------------------------------------------
+# Indirect object identification (Wang et al. 2023); templates and word lists written for this book.
+
+IOI_TEMPLATES = (
+    "When {A} and {B} went to the {PLACE}, {S} gave a {OBJECT} to",
+    "After {A} and {B} arrived at the {PLACE}, {S} handed a {OBJECT} to",
+    "While {A} and {B} were at the {PLACE}, {S} passed a {OBJECT} to",
+    "Once {A} and {B} got to the {PLACE}, {S} offered a {OBJECT} to",
+    "As {A} and {B} walked into the {PLACE}, {S} threw a {OBJECT} to",
+)
+IOI_NAMES = (
+    "Mary", "John", "Anna", "James", "Sarah", "David", "Laura", "Michael", "Emma", "Paul", "Lisa", "Mark",
+    "Kate", "Peter", "Amy", "Robert", "Julia", "Thomas", "Alice", "George", "Rachel", "Daniel", "Helen",
+    "Steven", "Grace", "Richard", "Emily", "Andrew", "Sophie", "Kevin", "Claire", "Brian", "Hannah",
+    "Jack", "Lucy", "Adam", "Jane", "Ryan", "Susan", "Eric",
+)
+IOI_PLACES = ("store", "park", "school", "office", "station", "garden", "hospital", "restaurant", "beach",
+              "library", "market", "church", "house", "kitchen", "hotel")
+IOI_OBJECTS = ("drink", "book", "ring", "letter", "ball", "bag", "key", "bottle", "gift", "pen", "coin",
+               "ticket", "box", "flower", "cake")
+
+
+def single_token_words(model: TransformerBridge, words: Sequence[str], *, leading_space: bool = True) -> list[str]:
+    """The words that are one token for this model's tokenizer (with a leading space by default)."""
+    kept = []
+    for word in words:
+        ids = model.tokenizer.encode((" " if leading_space else "") + word, add_special_tokens=False)
+        if len(ids) == 1:
+            kept.append(word)
+    return kept
+
+
+def _single_id(model: TransformerBridge, word: str) -> int:
+    return model.tokenizer.encode(" " + word, add_special_tokens=False)[0]
+
+
+def ioi(model: TransformerBridge, *, n: int, seed: int, templates: Sequence[str] = IOI_TEMPLATES) -> TaskBatch:
+    """`n` IOI prompts alternating ABBA and BABA order, each with an ABC-corrupted twin.
+
+    ABBA: "When Mary and John went to the store, John gave a drink to" -> " Mary" (the indirect object);
+    BABA swaps the first two names. The corrupted twin replaces all three name slots with three other,
+    distinct names, so it carries no information about which name is the answer.
+
+    Names, places and objects are kept only if they are single tokens for this tokenizer, and only the
+    templates whose token length equals the first template's are used, so the batch has one length.
+
+    Positions: ``io`` and ``s1`` (first mentions), ``s2`` (second subject mention), ``end`` (last token).
+    """
+    _check_sizes(n=n)
+    names = single_token_words(model, IOI_NAMES)
+    places = single_token_words(model, IOI_PLACES)
+    objects = single_token_words(model, IOI_OBJECTS)
+    if len(names) < 5 or not places or not objects:
+        raise ValueError(f"this tokenizer keeps too few single-token fillers: {len(names)} names, "
+                         f"{len(places)} places, {len(objects)} objects (need >= 5, 1, 1)")
+    probe = dict(A=names[0], B=names[1], S=names[1], PLACE=places[0], OBJECT=objects[0])
+    length = {t: model.to_tokens(t.format(**probe)).shape[1] for t in templates}
+    usable = [t for t in templates if length[t] == length[templates[0]]]
+
+    rng = random.Random(seed)
+    prompts, corrupted, answers, wrong, used = [], [], [], [], []
+    for i in range(n):
+        template = usable[i % len(usable)]
+        io_name, s_name, c1, c2, c3 = rng.sample(names, 5)
+        fill = dict(PLACE=rng.choice(places), OBJECT=rng.choice(objects))
+        first, second = (io_name, s_name) if i % 2 == 0 else (s_name, io_name)  # ABBA, then BABA
+        prompts.append(template.format(A=first, B=second, S=s_name, **fill))
+        corrupted.append(template.format(A=c1, B=c2, S=c3, **fill))
+        answers.append(_single_id(model, io_name))
+        wrong.append(_single_id(model, s_name))
+        used.append(template)
+    tokens = tokenize_prompts(model, prompts)
+    corrupted_tokens = tokenize_prompts(model, corrupted)
+    answer_ids, wrong_ids = torch.tensor(answers), torch.tensor(wrong)
+    return TaskBatch(
+        name="ioi", tokens=tokens, prompts=tuple(prompts), answers=answer_ids, wrong=wrong_ids,
+        corrupted=corrupted_tokens, positions=_ioi_positions(tokens, answer_ids, wrong_ids),
+        info={"templates": tuple(dict.fromkeys(used)), "orders": ("ABBA", "BABA"), "seed": seed},
+    )
+
+
+def _ioi_positions(tokens: Tensor, io_ids: Tensor, s_ids: Tensor) -> dict[str, Tensor]:
+    batch, seq_len = tokens.shape
+    io, s1, s2 = [], [], []
+    for row, io_id, s_id in zip(tokens, io_ids, s_ids):
+        io_at = (row == io_id).nonzero().flatten()
+        s_at = (row == s_id).nonzero().flatten()
+        if len(io_at) != 1 or len(s_at) != 2:  # a filler equal to a name would break the positions
+            raise ValueError(f"expected the indirect object once and the subject twice; found {len(io_at)} and {len(s_at)}")
+        io.append(io_at[0]); s1.append(s_at[0]); s2.append(s_at[1])
+    return {"io": torch.stack(io), "s1": torch.stack(s1), "s2": torch.stack(s2),
+            "end": torch.full((batch,), seq_len - 1)}

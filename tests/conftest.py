@@ -1,0 +1,60 @@
+"""Shared fixtures: the real default model (loaded once) and tiny, randomly initialised models that run
+the Hub code path offline."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a stray Hub request fails at once instead of hanging
+
+import pytest
+import torch
+
+from helpers import models
+
+WORDS = ["When", "Mary", "John", "and", "went", "to", "the", "store", "gave", "a", "drink", ",", "."] + [
+    chr(c) for c in range(ord("a"), ord("z") + 1)]
+
+
+@pytest.fixture(scope="session")
+def word_tokenizer(tmp_path_factory):
+    """A word-level tokenizer saved to and loaded from a folder (TransformerLens reloads tokenizers by path)."""
+    from tokenizers import Tokenizer, models as tok_models, pre_tokenizers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(["<bos>", "<unk>"] + WORDS)}
+    core = Tokenizer(tok_models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    folder = tmp_path_factory.mktemp("word_tokenizer")
+    PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", unk_token="<unk>", eos_token="<bos>",
+                            pad_token="<bos>").save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(word_tokenizer):
+    """A 2-layer, 4-head GPT-2-shaped model with random weights, booted like `load_model("gpt2-small")`."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=32, vocab_size=len(word_tokenizer), n_positions=64))
+    return models.bridge_from_hf(models.REGISTRY["gpt2-small"], hf, word_tokenizer, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_gqa(word_tokenizer):
+    """A 2-layer Llama with grouped-query attention: 4 query heads sharing 2 key/value heads."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
+                         intermediate_size=64, vocab_size=len(word_tokenizer), max_position_embeddings=64)
+    spec = models.ModelSpec(name="tiny-llama", hf_name="local/tiny-llama", architecture="LlamaForCausalLM",
+                            source="hub", prepend_bos=False, n_layers=2, n_heads=4, n_kv_heads=2)
+    return models.bridge_from_hf(spec, LlamaForCausalLM(config), word_tokenizer, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real default model from the offline cache (dequantized on first use)."""
+    return models.load_model("smollm2-135m", device="cpu")

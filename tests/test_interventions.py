@@ -1,0 +1,67 @@
+import pytest
+import torch
+
+from helpers import capture, interventions
+
+
+def last_logprob(logits, tokens):
+    """Log-probability of the top next token at the last position, one number per prompt."""
+    return logits[:, -1].log_softmax(-1).max(-1).values
+
+
+@pytest.fixture(scope="module")
+def tokens(tiny_gpt2):
+    return torch.cat([tiny_gpt2.to_tokens("When Mary and John went to the store , John gave a drink to"),
+                      tiny_gpt2.to_tokens("When John and Mary went to the store , Mary gave a drink to")])
+
+
+def test_ablating_no_heads_gives_the_clean_metric(tiny_gpt2, tokens):
+    values = interventions.ablated_metric(tiny_gpt2, tokens, [[]], last_logprob)
+    torch.testing.assert_close(values[0], last_logprob(tiny_gpt2(tokens), tokens))
+
+
+def test_batched_per_head_effects_equal_one_forward_pass_per_head(tiny_gpt2, tokens):
+    batched = interventions.per_head_effects(tiny_gpt2, tokens, last_logprob, max_rows=6)
+    clean = last_logprob(tiny_gpt2(tokens), tokens)
+    naive = torch.zeros(2, 4)
+    for layer in range(2):
+        for head in range(4):
+            def zero_head(z, hook, head=head):
+                z = z.clone()
+                z[:, :, head] = 0
+                return z
+            logits = tiny_gpt2.run_with_hooks(tokens, fwd_hooks=[(capture.z_hook(layer), zero_head)])
+            naive[layer, head] = (last_logprob(logits, tokens) - clean).mean()
+    torch.testing.assert_close(batched, naive, atol=1e-5, rtol=1e-4)
+    assert batched.abs().max() > 0, "ablating a head of a random model should change something"
+
+
+def test_mean_ablation_with_the_prompts_own_activations_changes_nothing(tiny_gpt2, tokens):
+    single = tokens[:1]
+    means = capture.mean_head_outputs(tiny_gpt2, single, per_position=True)
+    values = interventions.ablated_metric(tiny_gpt2, single, [[(0, 1), (1, 3)]], last_logprob, mode="mean", means=means)
+    torch.testing.assert_close(values[0], last_logprob(tiny_gpt2(single), single), atol=1e-5, rtol=1e-5)
+
+
+def test_gqa_ablation_removes_one_query_head_only(tiny_llama_gqa):
+    tokens = tiny_llama_gqa.to_tokens("a b c d e f")
+    effects = interventions.per_head_effects(tiny_llama_gqa, tokens, last_logprob)
+    assert effects.shape == (2, 4) and (effects != 0).sum() >= 3
+
+
+def test_head_out_of_range_names_the_model_size(tiny_gpt2, tokens):
+    with pytest.raises(ValueError, match=r"L2H0 is outside this model.*layers 0..1.*heads 0..3"):
+        interventions.ablated_metric(tiny_gpt2, tokens, [[(2, 0)]], last_logprob)
+
+
+def test_mean_mode_without_means_says_where_to_get_them(tiny_gpt2, tokens):
+    with pytest.raises(ValueError, match="mean_head_outputs"):
+        interventions.ablated_metric(tiny_gpt2, tokens, [[(0, 0)]], last_logprob, mode="mean")
+
+
+def test_random_head_sets_are_seeded_distinct_and_skip_excluded_heads():
+    sets = interventions.random_head_sets(3, 4, k=3, n_draws=20, seed=0, exclude=[(0, 0), (1, 1)])
+    assert sets == interventions.random_head_sets(3, 4, k=3, n_draws=20, seed=0, exclude=[(0, 0), (1, 1)])
+    assert all(len(set(s)) == 3 and (0, 0) not in s and (1, 1) not in s for s in sets)
+    with pytest.raises(ValueError, match=r"k must lie in \[1, 10\]"):
+        interventions.random_head_sets(3, 4, k=11, n_draws=1, seed=0, exclude=[(0, 0), (1, 1)])

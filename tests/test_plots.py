@@ -1,0 +1,212 @@
+"""Tests for helpers.plots: figures carry the titles, labels and marks they are given; the view stays small."""
+
+import importlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from helpers import plots  # noqa: E402
+from helpers.stats import Estimate  # noqa: E402
+
+
+@pytest.fixture
+def close_figures():
+    """Close the figures a test made (and only those), so pyplot does not accumulate them."""
+    before = set(plt.get_fignums())
+    yield
+    for number in set(plt.get_fignums()) - before:
+        plt.close(number)
+
+
+def colorbar_label(fig) -> str:
+    """The label of the figure's colourbar (the axes that is not the main one)."""
+    return fig.axes[-1].get_ylabel()
+
+
+def marked_boxes(ax) -> list[Rectangle]:
+    return [p for p in ax.patches if isinstance(p, Rectangle) and not p.get_fill()]
+
+
+# --- global state --------------------------------------------------------------------------------
+
+
+def test_importing_plots_changes_no_rcparams():
+    before = dict(matplotlib.rcParams)
+    importlib.reload(plots)
+    assert dict(matplotlib.rcParams) == before
+
+
+def test_use_book_style_applies_the_book_rcparams():
+    with matplotlib.rc_context():
+        plots.use_book_style()
+        assert matplotlib.rcParams["axes.spines.top"] is False
+        assert matplotlib.rcParams["image.cmap"] == "viridis"
+
+
+def test_head_label_names_layer_and_head():
+    assert plots.head_label((9, 9)) == "L9H9"
+    assert plots.head_label((0, 11)) == "L0H11"
+
+
+# --- head_heatmap --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(30, 9), (18, 4), (12, 12), (2, 4)])
+def test_head_heatmap_labels_axes_colorbar_and_boxes_each_marked_head(shape, close_figures):
+    n_layers, n_heads = shape
+    scores = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    marked = [(0, 0), (n_layers - 1, n_heads - 1)]
+    fig = plots.head_heatmap(scores, title="Induction score per head, tiny", colorbar_label="attention share",
+                             marked=marked)
+    ax = fig.axes[0]
+    assert ax.get_title() == "Induction score per head, tiny"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("head", "layer")
+    assert colorbar_label(fig) == "attention share"
+    assert len(marked_boxes(ax)) == len(marked)
+    assert [t.get_text() for t in ax.texts] == [f"{scores[h].item():.2f}" for h in marked]
+    assert ax.images[0].get_clim() == (0.0, 1.0)
+    width, height = fig.get_size_inches()
+    assert height > width if n_layers > 2 * n_heads else True
+
+
+def test_head_heatmap_diverging_is_centred_on_zero(close_figures):
+    effects = torch.tensor([[-0.5, 2.0], [0.1, -1.0]])
+    fig = plots.head_heatmap(effects, title="Ablation effect", colorbar_label="change in logit diff",
+                             diverging=True)
+    assert fig.axes[0].images[0].get_clim() == (-2.0, 2.0)
+    fig = plots.head_heatmap(effects, title="Ablation effect", colorbar_label="change", diverging=True, vmax=3.0)
+    assert fig.axes[0].images[0].get_clim() == (-3.0, 3.0)
+
+
+def test_head_heatmap_draws_into_a_given_axes(close_figures):
+    fig, (left, right) = plt.subplots(1, 2)
+    assert plots.head_heatmap(np.zeros((2, 3)), title="a", colorbar_label="b", ax=right) is fig
+    assert right.get_title() == "a" and left.get_title() == ""
+
+
+def test_head_heatmap_rejects_a_marked_head_outside_the_grid(close_figures):
+    with pytest.raises(ValueError, match=r"L5H0 is outside the 2 x 4 grid"):
+        plots.head_heatmap(torch.zeros(2, 4), title="t", colorbar_label="c", marked=[(5, 0)])
+    with pytest.raises(ValueError, match=r"must have 2 dims; got shape \(2, 3, 4\)"):
+        plots.head_heatmap(torch.zeros(2, 3, 4), title="t", colorbar_label="c")
+
+
+# --- other figures -------------------------------------------------------------------------------
+
+
+def test_estimate_bars_draws_one_bar_per_estimate_and_the_reference(close_figures):
+    estimates = {
+        "full model": Estimate(2.0, 1.8, 2.2, 50, 0.95),
+        "top-3 ablated": Estimate(0.5, 0.3, 0.7, 50, 0.95),
+        "random-3 ablated": Estimate(1.9, 1.7, 2.1, 50, 0.95),
+    }
+    fig = plots.estimate_bars(estimates, title="Logit difference, tiny", ylabel="logit difference",
+                              reference=0.0, reference_label="chance")
+    ax = fig.axes[0]
+    assert ax.get_title() == "Logit difference, tiny" and ax.get_ylabel() == "logit difference"
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(estimates)
+    assert len(ax.containers[0]) == 3  # the bar container
+    assert "chance" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_estimate_bars_rejects_mixed_levels(close_figures):
+    with pytest.raises(ValueError, match=r"one interval level.*\[0.9, 0.95\]"):
+        plots.estimate_bars({"a": Estimate(1, 0, 2, 5, 0.95), "b": Estimate(1, 0, 2, 5, 0.9)}, title="t", ylabel="y")
+
+
+def test_score_vs_null_draws_both_histograms_and_the_threshold(close_figures):
+    fig = plots.score_vs_null(torch.rand(4, 3), torch.rand(4, 3) * 0.2, title="Scores vs control, tiny",
+                              xlabel="induction score", threshold=0.19)
+    ax = fig.axes[0]
+    assert ax.get_title() == "Scores vs control, tiny"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("induction score", "number of heads")
+    assert any(tuple(line.get_xdata()) == (0.19, 0.19) for line in ax.lines)
+
+
+def test_attention_pattern_puts_tokens_on_both_axes(close_figures):
+    tokens = ["<bos>", "The", " cat", " costs", " $5", "$"]
+    pattern = torch.tril(torch.ones(6, 6))
+    pattern = pattern / pattern.sum(-1, keepdim=True)
+    fig = plots.attention_pattern(pattern, tokens, title="L1H2 on one prompt, tiny")
+    ax = fig.axes[0]
+    assert ax.get_title() == "L1H2 on one prompt, tiny"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("key (attended to)", "query (attending)")
+    assert len(ax.get_xticklabels()) == len(ax.get_yticklabels()) == 6
+    assert ax.images[0].get_clim() == (0.0, 1.0)
+    assert colorbar_label(fig) == "attention probability"
+    fig.canvas.draw()  # "$" in tokens must not be parsed as mathtext
+
+
+def test_attention_pattern_rejects_a_pattern_of_the_wrong_size(close_figures):
+    with pytest.raises(ValueError, match=r"shape \(4, 4\) but there are 3 tokens"):
+        plots.attention_pattern(torch.eye(4), ["a", "b", "c"], title="t")
+
+
+def test_training_curves_draws_each_curve_and_the_marker(close_figures):
+    steps = [0, 100, 200, 300]
+    fig = plots.training_curves({"loss": [4.0, 3.0, 1.0, 0.9], "induction score": [0.1, 0.1, 0.8, 0.9]}, steps,
+                                title="Phase change, toy 2-layer model", ylabel="value", marker_step=150,
+                                marker_label="phase change")
+    ax = fig.axes[0]
+    assert ax.get_title() == "Phase change, toy 2-layer model"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("training step", "value")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["loss", "induction score", "phase change"]
+
+
+def test_training_curves_rejects_a_curve_of_the_wrong_length(close_figures):
+    with pytest.raises(ValueError, match=r"curve 'loss' has 2 values but there are 3 steps"):
+        plots.training_curves({"loss": [1.0, 2.0]}, [0, 1, 2], title="t", ylabel="y")
+
+
+# --- attention_view ------------------------------------------------------------------------------
+
+
+def view_inputs(seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    tokens = [f" tok{i}" for i in range(10)]
+    logits = torch.randn(4, 10, 10, generator=generator).masked_fill(~torch.tril(torch.ones(10, 10, dtype=torch.bool)),
+                                                                     float("-inf"))
+    return tokens, logits.softmax(-1), [plots.head_label((1, h)) for h in range(4)]
+
+
+def test_attention_view_is_small_self_hosting_html():
+    tokens, patterns, names = view_inputs()
+    html = plots.attention_view(tokens, patterns, names).data
+    assert len(html.encode()) < 5000
+    assert "https://unpkg.com/circuitsvis@" in html and "/dist/cdn/esm.js" in html
+    assert "window.CircuitsVis" in html and "AttentionPatterns" in html
+    assert '"headLabels": ["L1H0", "L1H1", "L1H2", "L1H3"]' in html
+
+
+def test_attention_view_is_identical_for_identical_inputs_and_differs_otherwise():
+    first = plots.attention_view(*view_inputs(0)).data
+    assert first == plots.attention_view(*view_inputs(0)).data
+    assert first != plots.attention_view(*view_inputs(1)).data
+    assert first != plots.attention_view(*view_inputs(0), key="second copy").data
+
+
+def test_attention_view_escapes_a_closing_script_tag_in_tokens():
+    tokens, patterns, names = view_inputs()
+    tokens[3] = "</script>"
+    assert plots.attention_view(tokens, patterns, names).data.count("</script>") == 1
+
+
+def test_attention_view_rejects_mismatched_shapes():
+    tokens, patterns, names = view_inputs()
+    with pytest.raises(ValueError, match=r"shape \(4, 10, 10\) but there are 9 tokens"):
+        plots.attention_view(tokens[:9], patterns, names)
+    with pytest.raises(ValueError, match=r"3 head_names for 4 heads"):
+        plots.attention_view(tokens, patterns, names[:3])
+
+
+def test_circuitsvis_bundle_path_points_at_the_shipped_bundle():
+    path = plots.circuitsvis_bundle_path()
+    assert path.is_file() and path.name == "iife.js"
+    assert path.stat().st_size > 100_000
