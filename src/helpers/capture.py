@@ -13,6 +13,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from helpers.scores import next_token_losses
+
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -63,14 +65,6 @@ def mean_head_outputs(
     _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=lambda name: name in names)
     dims = (0,) if per_position else (0, 1)
     return torch.stack([cache[z_hook(layer)].mean(dim=dims) for layer in range(model.cfg.n_layers)])
-
-
-def next_token_losses(
-    logits: Float[Tensor, "batch pos vocab"], tokens: Int[Tensor, "batch pos"]
-) -> Float[Tensor, "batch pos_minus_1"]:
-    """Cross-entropy of each next-token prediction: entry [b, i] is the loss of predicting tokens[b, i + 1]."""
-    log_probs = logits[:, :-1].float().log_softmax(dim=-1)
-    return -log_probs.gather(-1, tokens[:, 1:, None].to(log_probs.device)).squeeze(-1)
 
 
 @torch.no_grad()

@@ -253,6 +253,18 @@ def _boot_folder(folder: Path, spec: ModelSpec, device: str) -> TransformerBridg
     return TransformerBridge.boot_transformers(str(folder), device=device)
 
 
+def version_stamp(name: str, seed: int) -> str:
+    """One line for a notebook's header: model, seed, and the versions that produced the numbers."""
+    import platform
+
+    versions = {package: importlib.metadata.version(package)
+                for package in ("torch", "transformer-lens", "transformers", "attention-heads-helpers")}
+    spec = get_spec(name)
+    source = f"{spec.package}=={_package_version(spec)}" if spec.offline else "Hugging Face Hub"
+    listed = ", ".join(f"{package} {version}" for package, version in versions.items())
+    return f"model {name} ({source}) | seed {seed} | Python {platform.python_version()} | {listed} | device {default_device()}"
+
+
 # --------------------------------------------------------------------------------------------------
 # The dequantized cache
 

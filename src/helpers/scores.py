@@ -85,16 +85,26 @@ def _query_mask(batch: int, seq_len: int, first_query: int) -> Bool[Tensor, "bat
     return mask
 
 
+def offset_targets(batch: int, seq_len: int, offset: int, *, first_query: int = 1) -> Bool[Tensor, "batch query key"]:
+    """Targets at a fixed distance back: query q should attend to key q - `offset`.
+
+    Queries before ``max(first_query, offset)`` have no such key and are not scored.
+    """
+    if offset < 1:
+        raise ValueError(f"offset must be at least 1 (a key before the query); got {offset}")
+    keys = torch.arange(seq_len)
+    back = keys[None, :] == keys[:, None] - offset  # [query, key]
+    mask = _query_mask(batch, seq_len, min(max(first_query, offset), seq_len - 1))
+    return back[None] & mask[:, :, None]
+
+
 def previous_token_targets(batch: int, seq_len: int, *, first_query: int = 1) -> Bool[Tensor, "batch query key"]:
     """Targets for previous-token heads: query q should attend to key q - 1.
 
     `first_query` skips early queries; with a BOS token at position 0 pass ``first_query=2`` so that no
     query is scored for attending to BOS (which many heads use as a resting place).
     """
-    keys = torch.arange(seq_len)
-    one_back = keys[None, :] == keys[:, None] - 1  # [query, key]
-    mask = _query_mask(batch, seq_len, max(first_query, 1))
-    return one_back[None] & mask[:, :, None]
+    return offset_targets(batch, seq_len, 1, first_query=first_query)
 
 
 def duplicate_token_targets(
@@ -178,3 +188,50 @@ def top_heads(scores: Float[Tensor, "layer head"], k: int) -> list[tuple[int, in
     flat = scores.flatten()
     order = sorted(range(flat.numel()), key=lambda i: (-flat[i].item(), i))[:k]
     return [(i // n_heads, i % n_heads) for i in order]
+
+
+# --------------------------------------------------------------------------------------------------
+# Behaviour metrics: pure functions of logits, one number per prompt (used by gates and ablations).
+
+
+def next_token_losses(
+    logits: Float[Tensor, "batch pos vocab"], tokens: Int[Tensor, "batch pos"]
+) -> Float[Tensor, "batch pos_minus_1"]:
+    """Cross-entropy of each next-token prediction: entry [b, i] is the loss of predicting tokens[b, i + 1]."""
+    return span_losses(logits, tokens, 1, tokens.shape[1])
+
+
+def span_losses(
+    logits: Float[Tensor, "batch pos vocab"], tokens: Int[Tensor, "batch pos"], start: int, stop: int
+) -> Float[Tensor, "batch span"]:
+    """Loss of predicting each of tokens[start:stop] from the position before it.
+
+    Only the needed positions are normalised: with Gemma's 262k-token vocabulary the log-softmax over
+    every position is most of an ablation's cost.
+    """
+    if not 1 <= start < stop <= tokens.shape[1]:
+        raise ValueError(f"need 1 <= start < stop <= {tokens.shape[1]}; got start={start}, stop={stop}")
+    predicting = logits[:, start - 1:stop - 1]  # [batch, span, vocab]
+    targets = tokens[:, start:stop].to(logits.device)
+    losses = torch.nn.functional.cross_entropy(predicting.flatten(0, 1).float(), targets.flatten(), reduction="none")
+    return losses.reshape(targets.shape)
+
+
+def span_loss(
+    logits: Float[Tensor, "batch pos vocab"], tokens: Int[Tensor, "batch pos"], start: int, stop: int
+) -> Float[Tensor, "batch"]:
+    """Mean loss of predicting tokens[start:stop] (each from the position before it), per prompt."""
+    return span_losses(logits, tokens, start, stop).mean(dim=1)
+
+
+def repeated_half_losses(
+    logits: Float[Tensor, "batch pos vocab"], tokens: Int[Tensor, "batch pos"], first_start: int, second_start: int
+) -> tuple[Float[Tensor, "batch"], Float[Tensor, "batch"]]:
+    """Per-prompt loss on the first copy and on the second copy of a repeated random sequence.
+
+    The first token of each copy is left out: nothing in the context predicts it. Every other token of
+    the second copy can be predicted by copying from the first, which is what induction heads do.
+    """
+    first = span_loss(logits, tokens, first_start + 1, second_start)
+    second = span_loss(logits, tokens, second_start + 1, tokens.shape[1])
+    return first, second

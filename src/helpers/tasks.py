@@ -2,6 +2,7 @@
 
 - `repeated_tokens`: random tokens repeated twice, the standard probe for induction heads.
 - `random_tokens`: the same without a repeat, the control.
+- `natural_text`: windows of real English prose (Python's own standard-library docstrings).
 - `ioi`: indirect-object identification prompts ("When Mary and John went to the store, John gave a
   drink to" -> " Mary") in ABBA and BABA order, with ABC-corrupted counterparts.
 
@@ -160,6 +161,58 @@ def random_tokens(model: TransformerBridge, *, batch: int, length: int, seed: in
     tokens = torch.cat([_bos_column(model, batch), body], dim=1)
     return TaskBatch(name="random_tokens", tokens=tokens, prompts=_joined(model, tokens),
                      info={"length": length, "seed": seed})
+
+
+# Real English that ships with Python itself: the docstrings of standard-library modules. Nothing is
+# downloaded, and the text is prose written by people, unlike random tokens.
+STDLIB_DOC_MODULES = (
+    "argparse", "asyncio", "bisect", "calendar", "cmd", "codecs", "collections", "colorsys", "configparser",
+    "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal", "difflib", "doctest", "email", "enum",
+    "fileinput", "fractions", "ftplib", "functools", "getopt", "gettext", "glob", "heapq", "hmac", "html",
+    "http", "imaplib", "inspect", "ipaddress", "itertools", "json", "locale", "logging", "mailbox", "numbers",
+    "operator", "optparse", "pathlib", "pdb", "pickle", "pprint", "queue", "random", "sched", "secrets",
+    "shelve", "shlex", "shutil", "smtplib", "socket", "sqlite3", "statistics", "string", "subprocess",
+    "tarfile", "tempfile", "textwrap", "threading", "timeit", "tokenize", "trace", "typing", "unittest",
+    "urllib", "uuid", "warnings", "wave", "weakref", "zipfile",
+)
+
+
+@lru_cache(maxsize=1)
+def stdlib_prose() -> str:
+    """Paragraphs of plain prose from standard-library docstrings (module, class and function docs).
+
+    Paragraphs that look like code, tables or lists (few letters, short) are dropped.
+    """
+    import importlib
+    import inspect
+
+    paragraphs = []
+    for name in STDLIB_DOC_MODULES:
+        module = importlib.import_module(name)
+        docs = [inspect.getdoc(module) or ""]
+        docs += [inspect.getdoc(obj) or "" for _, obj in sorted(vars(module).items())
+                 if (inspect.isclass(obj) or inspect.isfunction(obj)) and getattr(obj, "__module__", "") == name]
+        for doc in docs:
+            for paragraph in doc.split("\n\n"):
+                text = " ".join(paragraph.split())
+                letters = sum(ch.isalpha() or ch in " ,.;'" for ch in text)
+                if len(text.split()) >= 12 and letters >= 0.93 * len(text) and ">>>" not in text:
+                    paragraphs.append(text)
+    return "\n\n".join(dict.fromkeys(paragraphs))  # de-duplicated, order kept
+
+
+def natural_text(model: TransformerBridge, *, batch: int, length: int, seed: int) -> TaskBatch:
+    """Windows of `length` tokens cut at random from `stdlib_prose` (after BOS if the model uses one)."""
+    _check_sizes(batch=batch, length=length)
+    stream = torch.tensor(model.tokenizer.encode(stdlib_prose(), add_special_tokens=False))
+    if len(stream) < length + 1:
+        raise ValueError(f"the corpus has {len(stream)} tokens, too few for windows of {length}")
+    generator = torch.Generator().manual_seed(seed)
+    starts = torch.randint(len(stream) - length, (batch,), generator=generator)
+    body = torch.stack([stream[start:start + length] for start in starts.tolist()])
+    tokens = torch.cat([_bos_column(model, batch), body], dim=1)
+    return TaskBatch(name="natural_text", tokens=tokens, prompts=_joined(model, tokens),
+                     info={"length": length, "seed": seed, "corpus": "Python standard-library docstrings"})
 
 
 def _joined(model: TransformerBridge, tokens: Tensor) -> tuple[str, ...]:
