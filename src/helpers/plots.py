@@ -18,6 +18,7 @@ the page (the built book serves ``circuitsvis_bundle_path()`` from ``_static/``)
 from __future__ import annotations
 
 import hashlib
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Union
@@ -201,12 +202,12 @@ def estimate_bars(
     errors = np.array([[estimates[k].mean - estimates[k].lower for k in labels],
                        [estimates[k].upper - estimates[k].mean for k in labels]])  # [2, bar]
 
-    fig, ax = _figure(ax, (max(3.5, 1.2 * len(labels) + 1.5), 3.6))
+    fig, ax = _figure(ax, (max(4.5, 2.0 * len(labels) + 1.5), 3.8))
     positions = np.arange(len(labels))
     ax.bar(positions, means, color="#4c72b0", width=0.6)
     ax.errorbar(positions, means, yerr=np.clip(errors, 0, None), fmt="none", ecolor="black", capsize=4,
                 label=f"{levels.pop():.0%} bootstrap CI")
-    ax.set_xticks(positions, labels)
+    ax.set_xticks(positions, [textwrap.fill(label, 22) for label in labels])  # long labels must not collide
     if reference is not None:
         ax.axhline(reference, color="grey", linestyle="--", linewidth=1, label=reference_label)
     ax.axhline(0.0, color="black", linewidth=0.8)
@@ -223,6 +224,7 @@ def score_vs_null(
     title: str,
     xlabel: str,
     threshold: float | None,
+    labels: tuple[str, str] = ("real prompts", "control prompts"),
     ax: Axes | None = None,
 ) -> Figure:
     """Histograms of every head's score on real prompts and on control prompts, with the cut-off.
@@ -230,6 +232,7 @@ def score_vs_null(
     Args:
         scores, null_scores: per-head scores (any shape; all entries are pooled), e.g. ``[layer, head]``.
         threshold: e.g. ``stats.null_threshold(null_scores)``; drawn as a vertical line when given.
+        labels: legend names of the two distributions (the score, then its control).
     """
     real = _numpy(scores, "scores", None).ravel()
     null = _numpy(null_scores, "null_scores", None).ravel()
@@ -238,8 +241,8 @@ def score_vs_null(
     edges = np.histogram_bin_edges(both if both.size else [0.0, 1.0], bins=30)  # shared bins: bars compare
 
     fig, ax = _figure(ax, (5.5, 3.4))
-    ax.hist(null, bins=edges, color="grey", alpha=0.6, label=f"control prompts ({null.size} heads)")
-    ax.hist(real, bins=edges, color="#4c72b0", alpha=0.6, label=f"real prompts ({real.size} heads)")
+    ax.hist(null, bins=edges, color="grey", alpha=0.6, label=f"{labels[1]} ({null.size} heads)")
+    ax.hist(real, bins=edges, color="#4c72b0", alpha=0.6, label=f"{labels[0]} ({real.size} heads)")
     if threshold is not None:
         ax.axvline(threshold, color=MARK_COLOR, linestyle="--", label=f"threshold {threshold:.3g}")
     ax.set_xlabel(xlabel)

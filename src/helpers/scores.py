@@ -93,8 +93,8 @@ def offset_targets(batch: int, seq_len: int, offset: int, *, first_query: int = 
     if offset < 1:
         raise ValueError(f"offset must be at least 1 (a key before the query); got {offset}")
     keys = torch.arange(seq_len)
-    back = keys[None, :] == keys[:, None] - offset  # [query, key]
-    mask = _query_mask(batch, seq_len, min(max(first_query, offset), seq_len - 1))
+    back = keys[None, :] == keys[:, None] - offset  # [query, key]; no key for queries before `offset`
+    mask = _query_mask(batch, seq_len, first_query)
     return back[None] & mask[:, :, None]
 
 

@@ -137,16 +137,21 @@ def repeated_tokens(model: TransformerBridge, *, batch: int, half_len: int, seed
 
     Positions: ``first_start`` and ``second_start`` (index of the first token of each copy). On the
     second copy every next token is predictable by copying from the first, and by nothing else.
+
+    ``corrupted`` keeps each prompt's first half and replaces the second with fresh random tokens: the
+    matched control, with the same positions and context length but nothing to copy.
     """
     _check_sizes(batch=batch, half_len=half_len)
     generator = torch.Generator().manual_seed(seed)
     pool = ordinary_token_ids(model)
     half = pool[torch.randint(len(pool), (batch, half_len), generator=generator)]
+    fresh = pool[torch.randint(len(pool), (batch, half_len), generator=generator)]
     bos = _bos_column(model, batch)
     tokens = torch.cat([bos, half, half], dim=1)
     offset = bos.shape[1]
     return TaskBatch(
         name="repeated_tokens", tokens=tokens, prompts=_joined(model, tokens),
+        corrupted=torch.cat([bos, half, fresh], dim=1),
         positions={"first_start": torch.full((batch,), offset), "second_start": torch.full((batch,), offset + half_len)},
         info={"half_len": half_len, "seed": seed},
     )
