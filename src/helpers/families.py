@@ -200,7 +200,7 @@ class Sizes:
     """How many prompts and tokens each step uses (the notebooks' parameters cell sets these)."""
 
     gate_prompts: int = 50
-    gate_half_len: int = 15
+    gate_half_len: int = 10
     screen_prompts: int = 10
     screen_len: int = 40
     ablation_prompts: int = 8
