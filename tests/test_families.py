@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from helpers import capture, families, interventions, scores, tasks, toy
+from synthetic import one_hot_pattern, uniform_causal
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -22,17 +23,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def one_hot_pattern(seq_len: int, offset: int) -> torch.Tensor:
-    """[query, key] pattern attending to key q - offset (key 0 when q < offset)."""
-    keys = (torch.arange(seq_len) - offset).clamp(min=0)
-    return torch.nn.functional.one_hot(keys, seq_len).float()
-
-
-def uniform_causal(seq_len: int) -> torch.Tensor:
-    pattern = torch.ones(seq_len, seq_len).tril()
-    return pattern / pattern.sum(-1, keepdim=True)
 
 
 def mean_of_inverse_positions(queries) -> float:

@@ -2,17 +2,7 @@ import pytest
 import torch
 
 from helpers import scores
-
-
-def one_hot_pattern(seq_len: int, offset: int) -> torch.Tensor:
-    """[query, key] pattern attending to key q - offset (key 0 when q < offset)."""
-    keys = (torch.arange(seq_len) - offset).clamp(min=0)
-    return torch.nn.functional.one_hot(keys, seq_len).float()
-
-
-def uniform_causal(seq_len: int) -> torch.Tensor:
-    pattern = torch.ones(seq_len, seq_len).tril()
-    return pattern / pattern.sum(-1, keepdim=True)
+from synthetic import one_hot_pattern, uniform_causal
 
 
 def test_pure_previous_token_head_scores_one_and_others_score_zero():

@@ -1,0 +1,15 @@
+"""Hand-built attention patterns shared by the score and family tests."""
+
+import torch
+
+
+def one_hot_pattern(seq_len: int, offset: int) -> torch.Tensor:
+    """[query, key] pattern attending to key q - offset (key 0 when q < offset)."""
+    keys = (torch.arange(seq_len) - offset).clamp(min=0)
+    return torch.nn.functional.one_hot(keys, seq_len).float()
+
+
+def uniform_causal(seq_len: int) -> torch.Tensor:
+    """[query, key] pattern spreading each query's attention evenly over the keys it can see."""
+    pattern = torch.ones(seq_len, seq_len).tril()
+    return pattern / pattern.sum(-1, keepdim=True)
