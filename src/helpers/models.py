@@ -237,8 +237,9 @@ def _load_from_hub(spec: ModelSpec, device: str) -> TransformerBridge:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec.hf_name)
+        # use_safetensors: never unpickle downloaded weights; no trust_remote_code anywhere
         hf_model = AutoModelForCausalLM.from_pretrained(spec.hf_name, dtype=torch.float32,
-                                                        attn_implementation="eager")
+                                                        attn_implementation="eager", use_safetensors=True)
     except OSError as error:  # transformers reports unreachable hosts and missing repos as OSError
         raise RuntimeError(
             f"could not download {spec.hf_name!r} from the Hugging Face Hub ({error}). Check the "
