@@ -85,23 +85,3 @@ def loss_per_token(
 def rows_per_chunk(model: TransformerBridge, seq_len: int, budget_bytes: float = 256e6) -> int:
     """How many sequences fit in one forward pass when the logits may take about `budget_bytes`."""
     return max(1, int(budget_bytes // (seq_len * model.cfg.d_vocab * 4)))
-
-
-def resid_pre_hook(layer: int) -> str:
-    """The residual stream entering block `layer`, ``[batch, pos, d_model]``."""
-    return f"blocks.{layer}.hook_resid_pre"
-
-
-@torch.no_grad()
-def run_with_residuals(
-    model: TransformerBridge, tokens: Int[Tensor, "batch pos"], layers: list[int]
-) -> tuple[Float[Tensor, "batch pos vocab"], dict[int, Float[Tensor, "batch pos d_model"]]]:
-    """Clean logits plus the residual stream entering each of `layers`, from one forward pass.
-
-    A later pass can resume from ``residuals[layer]`` with ``start_at_layer=layer`` and compute exactly
-    what the full pass would, skipping the layers before it.
-    """
-    check_tokens(model, tokens)
-    names = {resid_pre_hook(layer): layer for layer in layers}
-    logits, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=lambda name: name in names)
-    return logits, {layer: cache[name] for name, layer in names.items()}

@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from helpers.capture import check_tokens, rows_per_chunk, run_with_residuals, z_hook
+from helpers.capture import check_tokens, rows_per_chunk, z_hook
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -74,7 +74,6 @@ def ablated_metric(
     mode: Mode = "zero",
     means: Float[Tensor, "layer ... head d_head"] | None = None,
     max_rows: int | None = None,
-    restart: bool = True,
 ) -> Float[Tensor, "set batch"]:
     """`metric` on every prompt with each head set ablated in turn.
 
@@ -86,8 +85,6 @@ def ablated_metric(
         mode: ``"zero"`` replaces the heads' ``hook_z`` with zeros; ``"mean"`` with `means`
             (from `capture.mean_head_outputs`), which keeps the activation on-distribution.
         max_rows: rows (prompt copies) per forward pass; defaults to a logits budget of ~256 MB.
-        restart: start each set's pass at its first ablated layer from the clean residual stream
-            (exact, and faster); ``False`` runs every pass from the embeddings (for comparison).
 
     Returns:
         ``[set, batch]`` metric values.
@@ -104,32 +101,20 @@ def ablated_metric(
     batch, seq_len = tokens.shape
     rows = max(max_rows or rows_per_chunk(model, seq_len), 1)
     sets_per_pass = max(1, rows // batch)
-    # Before its first ablated layer a set computes exactly what the clean model does, so its pass can
-    # restart there from the clean residual stream: a per-head sweep then costs about half as much.
-    first_layer = [int(mask.any(-1).int().argmax()) if mask.any() else n_layers for mask in masks]
-    restart_points = {layer for layer in first_layer if 0 < layer} if restart else set()
-    clean_logits, residuals = (run_with_residuals(model, tokens, sorted(restart_points - {n_layers}))
-                               if restart_points else (None, {}))
-    results = torch.empty(len(head_sets), batch)
-    for layer in sorted(set(first_layer)):
-        members = [i for i, first in enumerate(first_layer) if first == layer]
-        for start in range(0, len(members), sets_per_pass):
-            chunk_ids = members[start:start + sets_per_pass]
-            chunk = masks[chunk_ids]  # [sets, layer, head]
-            device_tokens = tokens.repeat(len(chunk_ids), 1).to(model.cfg.device)  # set-major rows
-            if layer == n_layers:  # nothing ablated: the clean model
-                logits = clean_logits.repeat(len(chunk_ids), 1, 1) if clean_logits is not None else model(device_tokens)
-            else:
-                keep = (~chunk).float().repeat_interleave(batch, dim=0)  # [sets * batch, layer, head]
-                hooks = [(z_hook(at), _ablation_hook(keep[:, at], None if means is None else means[at]))
-                         for at in range(layer, n_layers) if chunk[:, at].any()]
-                if layer in residuals:
-                    start_from = residuals[layer].repeat(len(chunk_ids), 1, 1)
-                    logits = model.run_with_hooks(start_from, fwd_hooks=hooks, start_at_layer=layer)
-                else:
-                    logits = model.run_with_hooks(device_tokens, fwd_hooks=hooks)
-            results[chunk_ids] = metric(logits, device_tokens).float().cpu().reshape(len(chunk_ids), batch)
-    return results
+    results = []
+    for start in range(0, len(head_sets), sets_per_pass):
+        chunk = masks[start:start + sets_per_pass]  # [sets, layer, head]
+        keep = (~chunk).float().repeat_interleave(batch, dim=0)  # [sets * batch, layer, head]
+        repeated = tokens.repeat(len(chunk), 1)  # set-major rows: set i holds rows i*batch..(i+1)*batch
+        hooks = [
+            (z_hook(layer), _ablation_hook(keep[:, layer], None if means is None else means[layer]))
+            for layer in range(n_layers) if chunk[:, layer].any()
+        ]
+        device_tokens = repeated.to(model.cfg.device)
+        logits = model.run_with_hooks(device_tokens, fwd_hooks=hooks) if hooks else model(device_tokens)
+        values = metric(logits, device_tokens).float().cpu()
+        results.append(values.reshape(len(chunk), batch))
+    return torch.cat(results)
 
 
 def per_head_effects(
