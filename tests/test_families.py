@@ -464,3 +464,20 @@ def test_stdlib_prose_is_paragraphs_of_english_without_doctests():
     for common in ("the", "of", "and", "is"):  # function words: prose, not code or tables
         assert words.count(common) >= 100, common
     assert tasks.stdlib_prose() is prose  # cached: built once per process
+
+
+def test_published_comparison_names_matches_misses_and_new_heads(tiny_gpt2):
+    line = families.published_comparison(tiny_gpt2, "previous_token", [(2, 2), (1, 0)])
+    assert "found L2H2" in line and "missed L4H11" in line and "not published: L1H0" in line
+
+
+def test_published_comparison_says_when_a_model_has_no_published_heads(smollm2):
+    line = families.published_comparison(smollm2, "induction", [(18, 6)])
+    assert line.startswith("no published induction heads for smollm2-135m")
+
+
+def test_findings_table_has_one_row_per_study():
+    screen = families.Screen("x", torch.tensor([[0.9, 0.1]]), torch.tensor([[0.0, 0.0]]), threshold=0.4, baseline=0.1)
+    gate = SimpleNamespace(passed=False)
+    table = families.findings_table(families.Study("a", gate, screen, None), families.Study("b", gate, screen, None))
+    assert list(table.index) == ["a", "b"] and table.loc["a", "top-k ablation effect"] == "not run"

@@ -356,3 +356,38 @@ def phase_change_step(steps, losses, *, fraction: float = 0.5) -> int:
     start, end = losses[0], min(losses)
     level = start - fraction * (start - end)
     return next(step for step, loss in zip(steps, losses) if loss <= level)
+
+
+def run_study(name: str, study, *, sizes: Sizes, seed: int) -> Study:
+    """Load model `name` and run `study` (e.g. `induction_study`) on it.
+
+    How a family page measures its comparison model with exactly the steps it showed on the default one.
+    """
+    from helpers import models
+
+    return study(models.load_model(name), name, sizes=sizes, seed=seed)  # nothing keeps the model afterwards
+
+
+def findings_table(*studies: Study):
+    """The findings table of a family page: one row per model (a pandas DataFrame indexed by model)."""
+    import pandas as pd
+
+    return pd.DataFrame([study.row() for study in studies]).set_index("model")
+
+
+def published_comparison(model: TransformerBridge, family: str, found: Sequence[Head]) -> str:
+    """One line comparing the heads found with the heads published for this model, if there are any.
+
+    Only GPT-2 small carries published heads in the registry (e.g. in Colab); for the offline models
+    the line says the comparison is against the pre-registered rule instead.
+    """
+    from helpers import models
+
+    spec = models.spec_of(model)
+    published = spec.published_heads.get(family)
+    if not published:
+        return f"no published {family.replace('_', '-')} heads for {spec.name}; the comparison above is against the pre-registered rule"
+    overlap = published_overlap(found, published)
+    label = lambda heads: ", ".join(f"L{layer}H{head}" for layer, head in heads) or "none"  # noqa: E731
+    return (f"published {family.replace('_', '-')} heads of {spec.name}: {label(published)}; found {label(overlap['matched'])}, "
+            f"missed {label(overlap['missed'])}; found but not published: {label(overlap['new'])}")
