@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from helpers import capture, interventions, scores, stats, tasks
+from helpers import capture, interventions, models, scores, stats, tasks
 
 
 if TYPE_CHECKING:
@@ -363,8 +363,6 @@ def run_study(name: str, study, *, sizes: Sizes, seed: int) -> Study:
 
     How a family page measures its comparison model with exactly the steps it showed on the default one.
     """
-    from helpers import models
-
     return study(models.load_model(name), name, sizes=sizes, seed=seed)  # nothing keeps the model afterwards
 
 
@@ -381,8 +379,6 @@ def published_comparison(model: TransformerBridge, family: str, found: Sequence[
     Only GPT-2 small carries published heads in the registry (e.g. in Colab); for the offline models
     the line says the comparison is against the pre-registered rule instead.
     """
-    from helpers import models
-
     spec = models.spec_of(model)
     published = spec.published_heads.get(family)
     if not published:
