@@ -58,3 +58,9 @@ def tiny_llama_gqa(word_tokenizer):
 def smollm2():
     """The real default model from the offline cache (dequantized on first use)."""
     return models.load_model("smollm2-135m", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def gemma3():
+    """The second offline model (its post-attention norms are what some helpers must handle)."""
+    return models.load_model("gemma3-270m", device="cpu")

@@ -7,6 +7,7 @@ forward pass (or a few mini-batches of one) and caches only the hooks it needs: 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -85,3 +86,51 @@ def loss_per_token(
 def rows_per_chunk(model: TransformerBridge, seq_len: int, budget_bytes: float = 256e6) -> int:
     """How many sequences fit in one forward pass when the logits may take about `budget_bytes`."""
     return max(1, int(budget_bytes // (seq_len * model.cfg.d_vocab * 4)))
+
+
+class _Captured(Exception):
+    """Raised by the last hook a read needs, so the forward pass stops before the unembedding."""
+
+
+@dataclass(frozen=True)
+class AttributionRun:
+    """What direct logit attribution needs from one forward pass, all at one position, on the CPU.
+
+    ``z``: per layer ``[batch, head, d_head]``; ``final_scale``: the final norm's scale ``[batch, 1]``;
+    ``post_scale``: per layer ``[batch]`` for models that normalise the attention output (Gemma), else None.
+    """
+
+    z: list[Tensor]
+    final_scale: Tensor
+    post_scale: list[Tensor] | None
+
+
+@torch.no_grad()
+def run_for_attribution(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], *, position: int = -1
+                        ) -> AttributionRun:
+    """Cache ``hook_z`` and the norm scales at `position`, stopping before the logits are computed."""
+    check_tokens(model, tokens)
+    n_layers = model.cfg.n_layers
+    has_post = hasattr(model.blocks[0], "ln1_post")
+    store: dict[str, Tensor] = {}
+
+    def keep(name: str):
+        def hook(activation: Tensor, hook=None) -> None:
+            store[name] = activation[:, position].detach().float().cpu()
+        return hook
+
+    def keep_and_stop(activation: Tensor, hook=None) -> None:
+        store["final"] = activation[:, position].detach().float().cpu()
+        raise _Captured
+
+    hooks = [(z_hook(layer), keep(z_hook(layer))) for layer in range(n_layers)]
+    if has_post:
+        hooks += [(f"blocks.{layer}.ln1_post.hook_scale", keep(f"post{layer}")) for layer in range(n_layers)]
+    hooks.append(("ln_final.hook_scale", keep_and_stop))
+    try:
+        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=hooks)
+    except _Captured:
+        pass
+    z = [store[z_hook(layer)] for layer in range(n_layers)]
+    post = [store[f"post{layer}"].reshape(-1) for layer in range(n_layers)] if has_post else None
+    return AttributionRun(z=z, final_scale=store["final"].reshape(-1, 1), post_scale=post)
