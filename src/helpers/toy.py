@@ -48,6 +48,80 @@ class ToyConfig:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class HeadPatch:
+    """Replace the outputs of chosen heads at chosen positions by given values (activation patching).
+
+    ``values`` holds every head's output from another run (``ToyRun.head_outputs``) or a mean over
+    prompts broadcast to that shape (mean ablation); only the heads in ``heads`` and the positions in
+    ``positions`` (all positions when None) are replaced.
+    """
+
+    heads: Bool[Tensor, "layer head"]
+    values: Float[Tensor, "layer batch head pos d_model"]
+    positions: Bool[Tensor, "batch pos"] | None = None
+
+    def check(self, shape: tuple[int, ...]) -> None:
+        if self.heads.dtype != torch.bool or tuple(self.heads.shape) != shape[0:3:2]:
+            raise ValueError(f"HeadPatch.heads must be a bool [layer, head] mask of shape {shape[0:3:2]}, "
+                             f"got {self.heads.dtype} {tuple(self.heads.shape)}.")
+        if tuple(self.values.shape) != shape:
+            raise ValueError(f"HeadPatch.values must have the shape of ToyRun.head_outputs {shape} "
+                             f"(layer, batch, head, pos, d_model), got {tuple(self.values.shape)}; run the "
+                             "source prompts with the same batch size and length.")
+        if self.positions is not None and tuple(self.positions.shape) != (shape[1], shape[3]):
+            raise ValueError(f"HeadPatch.positions must be a bool [batch, pos] mask {(shape[1], shape[3])}, "
+                             f"got {tuple(self.positions.shape)}.")
+
+    def apply(self, layer: int, per_head: Float[Tensor, "batch head pos d_model"]
+              ) -> Float[Tensor, "batch head pos d_model"]:
+        where = self.heads[layer][None, :, None, None]  # [1, head, 1, 1]
+        if self.positions is not None:
+            where = where & self.positions[:, None, :, None]  # [batch, head, pos, 1]
+        return torch.where(where, self.values[layer], per_head)
+
+
+@dataclass(frozen=True)
+class ResidPatch:
+    """Replace the residual stream entering ``layer`` at chosen positions (``layer == n_layers``: the
+    stream the unembedding reads). ``values`` is ``ToyRun.resid[layer]`` of another run."""
+
+    layer: int
+    values: Float[Tensor, "batch pos d_model"]
+    positions: Bool[Tensor, "batch pos"] | None = None
+
+    def check(self, n_layers: int, shape: tuple[int, ...]) -> None:
+        if not 0 <= self.layer <= n_layers:
+            raise ValueError(f"ResidPatch.layer must lie in 0..{n_layers} (n_layers is the final stream), "
+                             f"got {self.layer}.")
+        if tuple(self.values.shape) != shape:
+            raise ValueError(f"ResidPatch.values must be [batch, pos, d_model] = {shape}, "
+                             f"got {tuple(self.values.shape)}.")
+        if self.positions is not None and tuple(self.positions.shape) != shape[:2]:
+            raise ValueError(f"ResidPatch.positions must be a bool [batch, pos] mask {shape[:2]}, "
+                             f"got {tuple(self.positions.shape)}.")
+
+    def apply(self, resid: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        if self.positions is None:
+            return self.values
+        return torch.where(self.positions[..., None], self.values, resid)
+
+
+@dataclass(frozen=True)
+class ToyRun:
+    """Everything one ``run_with_heads`` pass exposes.
+
+    ``head_outputs[l, :, h]`` is what head (l, h) adds to the residual stream, so with ``layer_norm=False``
+    ``resid[-1] = resid[0] + head_outputs.sum((0, 2))`` and ``logits = resid[-1] @ W_U`` exactly.
+    ``resid[l]`` is the stream entering layer l; ``resid[n_layers]`` the one the unembedding reads.
+    """
+
+    logits: Float[Tensor, "batch pos d_vocab"]
+    patterns: Float[Tensor, "layer batch head query key"]
+    head_outputs: Float[Tensor, "layer batch head pos d_model"]
+    resid: Float[Tensor, "layer_plus_1 batch pos d_model"]
+
+
 class Attention(nn.Module):
     """Multi-head causal self-attention with per-head weight matrices (no biases)."""
 
@@ -61,17 +135,28 @@ class Attention(nn.Module):
         self.W_Q, self.W_K, self.W_V = init(h, d, e), init(h, d, e), init(h, d, e)
         self.W_O = init(h, e, d)
 
-    def forward(self, x: Float[Tensor, "batch pos d_model"]
-                ) -> tuple[Float[Tensor, "batch pos d_model"], Float[Tensor, "batch head query key"]]:
+    def per_head(self, x: Float[Tensor, "batch pos d_model"]
+                 ) -> tuple[Float[Tensor, "batch head pos d_model"], Float[Tensor, "batch head query key"]]:
+        """Each head's output (after ``W_O``, before the sum over heads) and its attention probabilities."""
+        pattern, v = self._pattern_and_values(x)
+        return torch.einsum("bhqe,hed->bhqd", pattern @ v, self.W_O), pattern
+
+    def _pattern_and_values(self, x: Float[Tensor, "batch pos d_model"]
+                            ) -> tuple[Float[Tensor, "batch head query key"], Float[Tensor, "batch head pos d_head"]]:
         q = torch.einsum("bpd,hde->bhpe", x, self.W_Q)
         k = torch.einsum("bpd,hde->bhpe", x, self.W_K)
         v = torch.einsum("bpd,hde->bhpe", x, self.W_V)
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.W_Q.shape[-1])  # [batch, head, query, key]
         n = x.shape[1]
         future = torch.ones(n, n, dtype=torch.bool, device=x.device).triu(1)
-        pattern = scores.masked_fill(future, float("-inf")).softmax(dim=-1)
-        z = pattern @ v  # [batch, head, query, d_head]
-        return torch.einsum("bhqe,hed->bqd", z, self.W_O), pattern
+        return scores.masked_fill(future, float("-inf")).softmax(dim=-1), v
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]
+                ) -> tuple[Float[Tensor, "batch pos d_model"], Float[Tensor, "batch head query key"]]:
+        """The heads' summed output (the training path: contracting over heads in one einsum keeps
+        losses bit-identical to earlier versions of this module) and the attention probabilities."""
+        pattern, v = self._pattern_and_values(x)
+        return torch.einsum("bhqe,hed->bqd", pattern @ v, self.W_O), pattern
 
 
 class AttentionOnlyTransformer(nn.Module):
@@ -104,15 +189,7 @@ class AttentionOnlyTransformer(nn.Module):
                 ) -> Float[Tensor, "batch pos d_vocab"] | tuple[
                     Float[Tensor, "batch pos d_vocab"], Float[Tensor, "layer batch head query key"]]:
         """Logits for every position; with ``return_patterns`` also every head's attention probabilities."""
-        if tokens.ndim != 2 or tokens.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"tokens must be an integer tensor [batch, pos], got {tuple(tokens.shape)} "
-                             f"{tokens.dtype}; add a batch axis with tokens[None] for a single sequence.")
-        if tokens.shape[1] > self.config.n_ctx:
-            raise ValueError(f"tokens have {tokens.shape[1]} positions but n_ctx is {self.config.n_ctx}; "
-                             "truncate the sequences or build the model with a larger n_ctx.")
-        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.config.vocab_size):
-            raise ValueError(f"token ids range over {tokens.min().item()}..{tokens.max().item()}, expected "
-                             f"0..{self.config.vocab_size - 1} (vocab_size={self.config.vocab_size}).")
+        self._check_tokens(tokens)
         # F.embedding, not self.embed[tokens]: the backward of advanced indexing accumulates in a
         # thread-dependent order on CPU, which breaks bit-identical reruns with more than one thread.
         resid = F.embedding(tokens, self.embed) + self.pos_embed[: tokens.shape[1]]
@@ -123,6 +200,53 @@ class AttentionOnlyTransformer(nn.Module):
             patterns.append(pattern)
         logits = self.ln_final(resid) @ self.unembed
         return (logits, torch.stack(patterns)) if return_patterns else logits
+
+    def run_with_heads(self, tokens: Int[Tensor, "batch pos"], *, head_patch: HeadPatch | None = None,
+                       resid_patch: ResidPatch | None = None) -> ToyRun:
+        """One forward pass that keeps each head's write into the residual stream, optionally patched.
+
+        The toy's own hook point, so analyses (direct logit attribution, activation and path patching)
+        need no hook machinery: ``head_patch`` replaces chosen heads' outputs (after ``W_O``) before they
+        are summed into the residual stream; ``resid_patch`` replaces the residual stream entering one
+        layer (``layer == n_layers`` is the stream the unembedding reads). Patched heads' outputs are
+        what ``ToyRun.head_outputs`` reports, so later layers and the logits see the patched values.
+        Unpatched, its logits equal ``forward``'s up to float rounding (heads are summed separately here).
+        """
+        self._check_tokens(tokens)
+        batch, n_pos = tokens.shape
+        shape = (self.config.n_layers, batch, self.config.n_heads, n_pos, self.config.d_model)
+        if head_patch is not None:
+            head_patch.check(shape)
+        if resid_patch is not None:
+            resid_patch.check(self.config.n_layers, (batch, n_pos, self.config.d_model))
+        resid = F.embedding(tokens, self.embed) + self.pos_embed[:n_pos]
+        patterns, outputs, resids = [], [], []
+        for layer, (ln, attn) in enumerate(zip(self.ln, self.blocks)):
+            if resid_patch is not None and resid_patch.layer == layer:
+                resid = resid_patch.apply(resid)
+            resids.append(resid)
+            per_head, pattern = attn.per_head(ln(resid))  # [batch, head, pos, d_model]
+            if head_patch is not None:
+                per_head = head_patch.apply(layer, per_head)
+            resid = resid + per_head.sum(dim=1)
+            patterns.append(pattern)
+            outputs.append(per_head)
+        if resid_patch is not None and resid_patch.layer == self.config.n_layers:
+            resid = resid_patch.apply(resid)
+        resids.append(resid)
+        return ToyRun(logits=self.ln_final(resid) @ self.unembed, patterns=torch.stack(patterns),
+                      head_outputs=torch.stack(outputs), resid=torch.stack(resids))
+
+    def _check_tokens(self, tokens: Tensor) -> None:
+        if tokens.ndim != 2 or tokens.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"tokens must be an integer tensor [batch, pos], got {tuple(tokens.shape)} "
+                             f"{tokens.dtype}; add a batch axis with tokens[None] for a single sequence.")
+        if tokens.shape[1] > self.config.n_ctx:
+            raise ValueError(f"tokens have {tokens.shape[1]} positions but n_ctx is {self.config.n_ctx}; "
+                             "truncate the sequences or build the model with a larger n_ctx.")
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.config.vocab_size):
+            raise ValueError(f"token ids range over {tokens.min().item()}..{tokens.max().item()}, expected "
+                             f"0..{self.config.vocab_size - 1} (vocab_size={self.config.vocab_size}).")
 
     def _stack(self, name: str) -> Tensor:
         return torch.stack([getattr(block, name) for block in self.blocks]).detach()

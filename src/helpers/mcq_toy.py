@@ -1,0 +1,566 @@
+"""A synthetic multiple-choice task on which a two-layer toy transformer learns to answer with a label.
+
+Both offline models fail letter-labelled multiple choice (shared experiment E2), so the Chinchilla head
+classes of Lieberum et al. (2023) cannot be tested in them. This module makes the behaviour exist: a
+prompt lists four options, each a label and a content token, then asks a question whose answer is one
+of the contents; the target is that option's **label**:
+
+    label_first:    A c07  B c02  C c11  D c05  Q: q03   ->  C     (q03's answer is c11: a stored fact)
+    content_first:  c07 A  c02 B  c11 C  c05 D  Q: q03   ->  C
+
+Which content answers which question is a fixed random pairing (``McqTask.fact_seed``), so the model must
+store 16 facts, and labels come in three formats (A-D, Q/Z/R/X, or four random symbols from a pool of 16,
+Lieberum's random-label control), so it must copy the label rather than map a slot to a letter.
+
+The layout decides which head class can exist, because attention is causal: with the label first, the
+label token cannot see its content, so the answer can only be found by attending to the **content**
+(content gatherers); with the content first, a label position can read its content, and a head can
+attend to the correct **label** (correct-letter heads).
+
+Parts, in the order a page uses them: ``McqTask`` (data, ``sample`` for ``toy.train``), ``make_prompts`` /
+``shuffle_options`` / ``relabel`` (seeded evaluation prompts and their counterfactuals), ``train_mcq_toy``,
+scores per head from one ``run_with_heads`` pass (``label_attention``, ``content_attention``,
+``end_attention``, ``head_dla``), interventions (``patch_heads``, ``patch_head_sets``, ``ablate_head_sets``,
+``path_patch``, ``format_switch``), ``layer_label_logits`` (vocabulary projection) and ``classify_heads``
+(the rule table of E2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from helpers.toy import AttentionOnlyTransformer, HeadPatch, ResidPatch, ToyBatch, ToyConfig, ToyRun, \
+    TrainConfig, TrainHistory, train
+
+N_OPTIONS = 4
+LABEL_NAMES = ("A", "B", "C", "D", "Q", "Z", "R", "X", "#", "$", "%", "&", "*", "+", "@", "~")
+LABEL_FORMATS = ("abcd", "qzrx", "random")
+LAYOUTS = ("label_first", "content_first")
+QUESTION_MARK = 0  # token id of "Q:"
+
+
+@dataclass(frozen=True)
+class McqTask:
+    """Vocabulary and prompt layout of the synthetic MCQ task.
+
+    Token ids: 0 is ``Q:``; ``1..16`` the labels (``LABEL_NAMES``: A-D, then Q/Z/R/X, then 8 symbols);
+    then ``n_facts`` question tokens ``q00..`` and ``n_facts`` content tokens ``c00..``. Question i's answer
+    is content ``fact_answers()[i]``. ``label_mix`` gives the training share of each ``LABEL_FORMATS``.
+    """
+
+    n_facts: int = 16
+    layout: str = "label_first"
+    label_mix: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
+    fact_seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}.")
+        if self.n_facts < N_OPTIONS:
+            raise ValueError(f"n_facts must be at least {N_OPTIONS} (one content per option), got {self.n_facts}.")
+        if len(self.label_mix) != 3 or min(self.label_mix) < 0 or sum(self.label_mix) <= 0:
+            raise ValueError(f"label_mix must be three non-negative shares for {LABEL_FORMATS}, got {self.label_mix}.")
+
+    @property
+    def first_question(self) -> int:
+        return 1 + len(LABEL_NAMES)
+
+    @property
+    def first_content(self) -> int:
+        return self.first_question + self.n_facts
+
+    @property
+    def vocab_size(self) -> int:
+        return self.first_content + self.n_facts
+
+    @property
+    def prompt_len(self) -> int:
+        return 2 * N_OPTIONS + 2  # four (label, content) pairs, "Q:", the question token
+
+    @property
+    def end(self) -> int:
+        """Position of the question token, where the answer label is predicted (the paper's END)."""
+        return self.prompt_len - 1
+
+    @property
+    def label_positions(self) -> tuple[int, ...]:
+        first = 0 if self.layout == "label_first" else 1
+        return tuple(range(first, 2 * N_OPTIONS, 2))
+
+    @property
+    def content_positions(self) -> tuple[int, ...]:
+        first = 1 if self.layout == "label_first" else 0
+        return tuple(range(first, 2 * N_OPTIONS, 2))
+
+    def fact_answers(self) -> Int[Tensor, "fact"]:
+        """Index of the content that answers each question (a seeded permutation: the stored facts)."""
+        return torch.randperm(self.n_facts, generator=torch.Generator().manual_seed(self.fact_seed))
+
+    def token_names(self) -> list[str]:
+        return (["Q:", *LABEL_NAMES] + [f"q{i:02d}" for i in range(self.n_facts)]
+                + [f"c{i:02d}" for i in range(self.n_facts)])
+
+    def sample(self, generator: torch.Generator, batch_size: int) -> ToyBatch:
+        """Training batch for ``toy.train``: prompt + answer label, loss only on predicting the label."""
+        fmt = torch.multinomial(torch.tensor(self.label_mix, dtype=torch.float), batch_size, replacement=True,
+                                generator=generator)
+        prompts = _draw(self, generator, batch_size, fmt, torch.randint(0, N_OPTIONS, (batch_size,),
+                                                                       generator=generator))
+        tokens = torch.cat([prompts.tokens, prompts.answer[:, None]], dim=1)
+        loss_mask = torch.zeros_like(tokens, dtype=torch.bool)
+        loss_mask[:, self.end] = True
+        return ToyBatch(tokens=tokens, loss_mask=loss_mask)
+
+
+@dataclass(frozen=True)
+class McqPrompts:
+    """Seeded evaluation prompts with every position named.
+
+    ``labels`` / ``contents`` are token ids per option slot (slot j sits at ``task.label_positions[j]`` /
+    ``task.content_positions[j]``); ``correct`` is the slot whose content answers the question and
+    ``answer`` its label's token id. ``fmt`` is the label format index (into ``LABEL_FORMATS``) per prompt.
+    """
+
+    task: McqTask
+    tokens: Int[Tensor, "batch pos"]
+    labels: Int[Tensor, "batch option"]
+    contents: Int[Tensor, "batch option"]
+    correct: Int[Tensor, "batch"]
+    fmt: Int[Tensor, "batch"]
+
+    @property
+    def answer(self) -> Int[Tensor, "batch"]:
+        return self.labels.gather(1, self.correct[:, None])[:, 0]
+
+    @property
+    def wrong(self) -> Bool[Tensor, "batch option"]:
+        """True at the three slots that are not the answer."""
+        return torch.arange(N_OPTIONS)[None, :] != self.correct[:, None]
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+
+def _label_ids(task: McqTask, generator: torch.Generator, fmt: Int[Tensor, "batch"]) -> Int[Tensor, "batch option"]:
+    batch = fmt.shape[0]
+    fixed = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])  # A B C D, Q Z R X
+    random = torch.rand(batch, len(LABEL_NAMES), generator=generator).argsort(dim=1)[:, :N_OPTIONS] + 1
+    return torch.where((fmt == 2)[:, None], random, fixed[fmt.clamp(max=1)])
+
+
+def _assemble(task: McqTask, labels: Tensor, contents: Tensor, question: Tensor) -> Int[Tensor, "batch pos"]:
+    tokens = torch.empty(labels.shape[0], task.prompt_len, dtype=torch.long)
+    tokens[:, list(task.label_positions)] = labels
+    tokens[:, list(task.content_positions)] = contents
+    tokens[:, -2] = QUESTION_MARK
+    tokens[:, -1] = question
+    return tokens
+
+
+def _draw(task: McqTask, generator: torch.Generator, batch: int, fmt: Int[Tensor, "batch"],
+          correct: Int[Tensor, "batch"]) -> McqPrompts:
+    question = torch.randint(0, task.n_facts, (batch,), generator=generator)
+    answer_content = task.fact_answers()[question]  # [batch]
+    # Distractors: three distinct other contents, in random order.
+    keys = torch.rand(batch, task.n_facts, generator=generator)
+    keys[torch.arange(batch), answer_content] = 2.0  # sorts first, then dropped
+    distractors = keys.argsort(dim=1, descending=True)[:, 1:N_OPTIONS]  # [batch, 3]
+    slot = torch.arange(N_OPTIONS)[None, :].expand(batch, -1)
+    from_distractor = (slot - (slot > correct[:, None]).long()).clamp(0, N_OPTIONS - 2)
+    contents = torch.where(slot == correct[:, None], answer_content[:, None], distractors.gather(1, from_distractor))
+    labels = _label_ids(task, generator, fmt)
+    contents = contents + task.first_content
+    tokens = _assemble(task, labels, contents, question + task.first_question)
+    return McqPrompts(task=task, tokens=tokens, labels=labels, contents=contents, correct=correct, fmt=fmt)
+
+
+def make_prompts(task: McqTask, n: int, seed: int, labels: str = "abcd") -> McqPrompts:
+    """``n`` seeded prompts in one label format, the correct slot balanced (each slot n/4 times, shuffled)."""
+    if labels not in LABEL_FORMATS:
+        raise ValueError(f"labels must be one of {LABEL_FORMATS}, got {labels!r}.")
+    if n < N_OPTIONS or n % N_OPTIONS:
+        raise ValueError(f"n must be a positive multiple of {N_OPTIONS} so every slot is correct equally often, got {n}.")
+    generator = torch.Generator().manual_seed(seed)
+    correct = (torch.arange(n) % N_OPTIONS)[torch.randperm(n, generator=generator)]
+    fmt = torch.full((n,), LABEL_FORMATS.index(labels))
+    return _draw(task, generator, n, fmt, correct)
+
+
+def shuffle_options(prompts: McqPrompts, seed: int) -> McqPrompts:
+    """Counterfactual prompts: same labels and question, contents rotated by 1-3 slots (seeded per prompt),
+    so the correct content, and therefore the answer label, moves to another slot."""
+    generator = torch.Generator().manual_seed(seed)
+    shift = torch.randint(1, N_OPTIONS, (len(prompts),), generator=generator)
+    source = (torch.arange(N_OPTIONS)[None, :] - shift[:, None]) % N_OPTIONS  # new slot j holds old slot j - shift
+    contents = prompts.contents.gather(1, source)
+    task = prompts.task
+    return dataclasses.replace(prompts, contents=contents, correct=(prompts.correct + shift) % N_OPTIONS,
+                               tokens=_assemble(task, prompts.labels, contents, prompts.tokens[:, -1]))
+
+
+def relabel(prompts: McqPrompts, labels: str, seed: int = 0) -> McqPrompts:
+    """The same questions and options in another label format (Wiegreffe et al.'s A-D vs Q/Z/R/X)."""
+    if labels not in LABEL_FORMATS:
+        raise ValueError(f"labels must be one of {LABEL_FORMATS}, got {labels!r}.")
+    fmt = torch.full((len(prompts),), LABEL_FORMATS.index(labels))
+    new = _label_ids(prompts.task, torch.Generator().manual_seed(seed), fmt)
+    return dataclasses.replace(prompts, labels=new, fmt=fmt,
+                               tokens=_assemble(prompts.task, new, prompts.contents, prompts.tokens[:, -1]))
+
+
+# --- training ----------------------------------------------------------------------------------------------
+
+MCQ_TASK = McqTask()
+MCQ_TOY = ToyConfig(vocab_size=MCQ_TASK.vocab_size, n_ctx=MCQ_TASK.prompt_len + 1, n_layers=2, n_heads=4,
+                    d_model=64, d_head=16, init_std=0.1)
+# Measured (busy 2-core CPU, seeds 0-?): accuracy sits at chance (25 %) for ~200 steps, then jumps to > 95 %
+# by step 300-400 (content_first learns faster than label_first). Batch 256 matters: with one trained
+# position per sequence, batch 64 had not left chance after 800 steps. See report numbers in the demo.
+MCQ_TRAIN = TrainConfig(steps=500, batch_size=256, lr=1e-2, warmup_steps=50, eval_every=50)
+
+
+def label_logits(logits: Float[Tensor, "batch pos d_vocab"], prompts: McqPrompts) -> Float[Tensor, "batch option"]:
+    """The four option labels' logits at END, in slot order."""
+    return logits[:, prompts.task.end].gather(1, prompts.labels)
+
+
+def logit_difference(logits: Float[Tensor, "batch pos d_vocab"], prompts: McqPrompts) -> Float[Tensor, "batch"]:
+    """Correct label's logit minus the mean of the other three labels' logits, at END."""
+    options = label_logits(logits, prompts)
+    correct = options.gather(1, prompts.correct[:, None])[:, 0]
+    return correct - (options * prompts.wrong).sum(1) / (N_OPTIONS - 1)
+
+
+def accuracy(logits: Float[Tensor, "batch pos d_vocab"], prompts: McqPrompts) -> Float[Tensor, "batch"]:
+    """1.0 where the top token over the whole vocabulary at END is the answer label."""
+    return (logits[:, prompts.task.end].argmax(-1) == prompts.answer).float()
+
+
+def evaluator(prompts: McqPrompts):
+    """``evaluate(model, step)`` for ``toy.train``: accuracy and mean logit difference on fixed prompts."""
+    def evaluate(model: AttentionOnlyTransformer, step: int) -> dict[str, float]:
+        logits = model(prompts.tokens)
+        return {"accuracy": accuracy(logits, prompts).mean().item(),
+                "logit_diff": logit_difference(logits, prompts).mean().item()}
+    return evaluate
+
+
+def train_mcq_toy(seed: int = 0, task: McqTask = MCQ_TASK, config: ToyConfig = MCQ_TOY,
+                  train_config: TrainConfig = MCQ_TRAIN, eval_prompts: McqPrompts | None = None
+                  ) -> tuple[AttentionOnlyTransformer, TrainHistory]:
+    """Train the MCQ toy from scratch (model and data seeded by ``seed``); deterministic per thread count.
+
+    ``history.evals`` records accuracy and logit difference on ``eval_prompts`` (default: 256 random-label
+    prompts with seed 10_000 + seed, never seen in training since the data generator differs).
+    """
+    if config.vocab_size != task.vocab_size or config.n_ctx < task.prompt_len:
+        raise ValueError(f"config has vocab_size={config.vocab_size}, n_ctx={config.n_ctx}; the task needs "
+                         f"vocab_size={task.vocab_size} and n_ctx >= {task.prompt_len}: build it with "
+                         "dataclasses.replace(MCQ_TOY, ...) from the task's sizes.")
+    model = AttentionOnlyTransformer(dataclasses.replace(config, seed=seed))
+    prompts = eval_prompts if eval_prompts is not None else make_prompts(task, 256, 10_000 + seed, "random")
+    history = train(model, task.sample, dataclasses.replace(train_config, seed=seed), evaluator(prompts))
+    return model.eval(), history
+
+
+# --- scores per head (pure functions of one run) -----------------------------------------------------------
+
+def run(model: AttentionOnlyTransformer, prompts: McqPrompts) -> ToyRun:
+    """``model.run_with_heads`` on the prompts, without gradients."""
+    with torch.no_grad():
+        return model.run_with_heads(prompts.tokens)
+
+
+def label_attention(patterns: Float[Tensor, "layer batch head query key"], prompts: McqPrompts
+                    ) -> Float[Tensor, "layer head batch option"]:
+    """Attention from END to each option's label token (raw probabilities, slot order)."""
+    end = patterns[:, :, :, prompts.task.end]  # [layer, batch, head, key]
+    return end[..., list(prompts.task.label_positions)].transpose(1, 2)
+
+
+def content_attention(patterns: Float[Tensor, "layer batch head query key"], prompts: McqPrompts
+                      ) -> Float[Tensor, "layer head batch option"]:
+    """Attention from END to each option's content token (raw probabilities, slot order)."""
+    end = patterns[:, :, :, prompts.task.end]
+    return end[..., list(prompts.task.content_positions)].transpose(1, 2)
+
+
+def end_attention(patterns: Float[Tensor, "layer batch head query key"], prompts: McqPrompts, recent: int = 2
+                  ) -> Float[Tensor, "layer head batch"]:
+    """Attention from END to itself and the ``recent - 1`` tokens before it (``Q:``): where an amplifier looks."""
+    end = prompts.task.end
+    return patterns[:, :, :, end, end - recent + 1: end + 1].sum(-1).transpose(1, 2)
+
+
+def label_directions(model: AttentionOnlyTransformer, prompts: McqPrompts) -> Float[Tensor, "batch d_model"]:
+    """``W_U[:, correct label] - mean of W_U[:, other labels]``: what the logit difference reads."""
+    unembed = model.W_U[:, prompts.labels]  # [d_model, batch, option]
+    correct = unembed.gather(2, prompts.correct[None, :, None].expand(unembed.shape[0], -1, 1))[..., 0]
+    others = (unembed * prompts.wrong[None]).sum(-1) / (N_OPTIONS - 1)
+    return (correct - others).T
+
+
+def head_dla(model: AttentionOnlyTransformer, toy_run: ToyRun, prompts: McqPrompts) -> Float[Tensor, "layer head batch"]:
+    """Direct logit attribution of every head at END on ``logit_difference``.
+
+    Exact without layer norm: the logits are the residual stream times ``W_U``, so the heads' terms plus
+    the embeddings' term add up to the logit difference.
+    """
+    if model.config.layer_norm:
+        raise ValueError("head_dla needs a toy built with layer_norm=False (the residual stream is then read "
+                         "linearly); with layer norm the attribution would need its scale frozen.")
+    out = toy_run.head_outputs[:, :, :, prompts.task.end]  # [layer, batch, head, d_model]
+    return torch.einsum("lbhd,bd->lhb", out, label_directions(model, prompts))
+
+
+def layer_label_logits(model: AttentionOnlyTransformer, toy_run: ToyRun, prompts: McqPrompts
+                       ) -> Float[Tensor, "layer batch option"]:
+    """Vocabulary projection (Wiegreffe et al.): each layer's attention output at END read by the four
+    labels' unembeddings, in slot order."""
+    out = toy_run.head_outputs[:, :, :, prompts.task.end].sum(2)  # [layer, batch, d_model]
+    unembed = model.W_U[:, prompts.labels]  # [d_model, batch, option]
+    return torch.einsum("lbd,dbo->lbo", out, unembed)
+
+
+# --- interventions (through run_with_heads, no hooks) ------------------------------------------------------
+
+def _check_pair(clean: McqPrompts, corrupt: McqPrompts) -> None:
+    if clean.tokens.shape != corrupt.tokens.shape or clean.task != corrupt.task:
+        raise ValueError(f"clean and corrupt prompts must come from the same task with the same shape, got "
+                         f"{tuple(clean.tokens.shape)} and {tuple(corrupt.tokens.shape)}; build corrupt with "
+                         "shuffle_options(clean, seed) or relabel(clean, ...).")
+
+
+def pair_difference(logits: Float[Tensor, "batch pos d_vocab"], clean: McqPrompts, corrupt: McqPrompts
+                    ) -> Float[Tensor, "batch"]:
+    """``logit[clean answer] - logit[corrupt answer]`` at END: positive on the clean run, negative on the
+    corrupt one."""
+    end = logits[:, clean.task.end]
+    return end.gather(1, clean.answer[:, None])[:, 0] - end.gather(1, corrupt.answer[:, None])[:, 0]
+
+
+@dataclass(frozen=True)
+class PatchResult:
+    """``pair_difference`` on the clean run, the corrupt run, and the clean run with patches applied.
+
+    ``fraction`` is how much of the clean-to-corrupt change each patch reproduces:
+    ``(mean clean - mean patched) / (mean clean - mean corrupt)``; 1 means the patched heads carry it all.
+    """
+
+    clean: Float[Tensor, "batch"]
+    corrupt: Float[Tensor, "batch"]
+    patched: Float[Tensor, "... batch"]
+
+    @property
+    def fraction(self) -> Float[Tensor, "..."]:
+        gap = self.clean.mean() - self.corrupt.mean()
+        return (self.clean.mean() - self.patched.mean(-1)) / gap
+
+
+def _positions(prompts: McqPrompts, positions: str) -> Bool[Tensor, "batch pos"] | None:
+    if positions not in ("end", "all"):
+        raise ValueError(f"positions must be 'end' (patch only the answer position) or 'all', got {positions!r}.")
+    if positions == "all":
+        return None
+    mask = torch.zeros(prompts.tokens.shape, dtype=torch.bool)
+    mask[:, prompts.task.end] = True
+    return mask
+
+
+@torch.no_grad()
+def patch_head_sets(model: AttentionOnlyTransformer, clean: McqPrompts, corrupt: McqPrompts,
+                    head_sets: Bool[Tensor, "set layer head"], positions: str = "all") -> PatchResult:
+    """Activation patching: each set of heads' outputs from the corrupt run put into the clean run."""
+    _check_pair(clean, corrupt)
+    clean_run, corrupt_run = model.run_with_heads(clean.tokens), model.run_with_heads(corrupt.tokens)
+    where = _positions(clean, positions)
+    patched = [pair_difference(model.run_with_heads(clean.tokens, head_patch=HeadPatch(
+        heads=heads, values=corrupt_run.head_outputs, positions=where)).logits, clean, corrupt) for heads in head_sets]
+    return PatchResult(clean=pair_difference(clean_run.logits, clean, corrupt),
+                       corrupt=pair_difference(corrupt_run.logits, clean, corrupt), patched=torch.stack(patched))
+
+
+def single_heads(config: ToyConfig) -> Bool[Tensor, "set layer head"]:
+    """One mask per head, in (layer, head) order: ``single_heads(c)[l * n_heads + h]`` selects (l, h)."""
+    n = config.n_layers * config.n_heads
+    return torch.eye(n, dtype=torch.bool).reshape(n, config.n_layers, config.n_heads)
+
+
+def patch_heads(model: AttentionOnlyTransformer, clean: McqPrompts, corrupt: McqPrompts, positions: str = "all"
+                ) -> PatchResult:
+    """Every head patched alone; ``result.patched`` and ``result.fraction`` are ``[layer, head, ...]``."""
+    result = patch_head_sets(model, clean, corrupt, single_heads(model.config), positions)
+    shape = (model.config.n_layers, model.config.n_heads, len(clean))
+    return dataclasses.replace(result, patched=result.patched.reshape(shape))
+
+
+@torch.no_grad()
+def ablate_head_sets(model: AttentionOnlyTransformer, prompts: McqPrompts, head_sets: Bool[Tensor, "set layer head"]
+                     ) -> Float[Tensor, "set batch"]:
+    """``logit_difference`` with each set's heads mean-ablated (output replaced by its mean over prompts,
+    per position): necessity, which patching misses for heads whose output the corruption leaves unchanged."""
+    base = model.run_with_heads(prompts.tokens)
+    mean = base.head_outputs.mean(dim=1, keepdim=True).expand_as(base.head_outputs)
+    return torch.stack([logit_difference(model.run_with_heads(
+        prompts.tokens, head_patch=HeadPatch(heads=heads, values=mean)).logits, prompts) for heads in head_sets])
+
+
+@torch.no_grad()
+def path_patch(model: AttentionOnlyTransformer, clean: McqPrompts, corrupt: McqPrompts, sender: tuple[int, int],
+               receivers: Bool[Tensor, "layer head"]) -> PatchResult:
+    """Path patching: the sender's corrupt output reaches only the receivers (all positions).
+
+    Pass 1 patches the sender and records the receivers' outputs; pass 2 runs the clean prompts with only
+    the receivers' outputs replaced by those, so the effect counts just the sender -> receivers path.
+    """
+    _check_pair(clean, corrupt)
+    layer, head = sender
+    if not (0 <= layer < model.config.n_layers and 0 <= head < model.config.n_heads):
+        raise ValueError(f"sender must be a (layer, head) of this {model.config.n_layers}x{model.config.n_heads} "
+                         f"model, got {sender}.")
+    if receivers.shape != (model.config.n_layers, model.config.n_heads) or not receivers.any() \
+            or receivers[: layer + 1].any():
+        raise ValueError(f"receivers must be a non-empty bool [layer, head] mask whose heads all sit after the "
+                         f"sender's layer {layer}; got heads {receivers.nonzero().tolist()}.")
+    clean_run, corrupt_run = model.run_with_heads(clean.tokens), model.run_with_heads(corrupt.tokens)
+    sender_mask = torch.zeros_like(receivers)
+    sender_mask[layer, head] = True
+    first = model.run_with_heads(clean.tokens, head_patch=HeadPatch(heads=sender_mask, values=corrupt_run.head_outputs))
+    second = model.run_with_heads(clean.tokens, head_patch=HeadPatch(heads=receivers, values=first.head_outputs))
+    return PatchResult(clean=pair_difference(clean_run.logits, clean, corrupt),
+                       corrupt=pair_difference(corrupt_run.logits, clean, corrupt),
+                       patched=pair_difference(second.logits, clean, corrupt)[None])
+
+
+@torch.no_grad()
+def format_switch(model: AttentionOnlyTransformer, clean: McqPrompts, other: McqPrompts) -> PatchResult:
+    """Patch the residual stream at END entering each layer (``n_layers``: the final stream) from prompts in
+    another label format into the clean ones. ``result.fraction[l]`` near 1 means the answer symbol is
+    already fixed in the stream entering layer l; the first such l follows the layer that writes it."""
+    _check_pair(clean, other)
+    if torch.equal(clean.answer, other.answer):
+        raise ValueError("the two formats give the same answer tokens; relabel one of them (e.g. 'abcd' vs 'qzrx').")
+    clean_run, other_run = model.run_with_heads(clean.tokens), model.run_with_heads(other.tokens)
+    where = _positions(clean, "end")
+    patched = [pair_difference(model.run_with_heads(clean.tokens, resid_patch=ResidPatch(
+        layer=layer, values=other_run.resid[layer], positions=where)).logits, clean, other)
+        for layer in range(model.config.n_layers + 1)]
+    return PatchResult(clean=pair_difference(clean_run.logits, clean, other),
+                       corrupt=pair_difference(other_run.logits, clean, other), patched=torch.stack(patched))
+
+
+# --- the rule table of E2 ----------------------------------------------------------------------------------
+
+ROLES = ("correct letter", "content gatherer", "amplification", "single letter", "constant", "other")
+
+
+@dataclass(frozen=True)
+class RoleRules:
+    """Thresholds of the E2 rule table (reference §6.2), fixed before looking at any trained model.
+
+    Label-based classes need the head to look at the labels at all (``min_label_mass`` of its END
+    attention); shares below are of that label attention. DLA thresholds are fractions of the mean
+    logit difference, so they do not depend on the model's logit scale.
+    """
+
+    min_label_mass: float = 0.3
+    constant_entropy: float = 0.9  # times log 4
+    constant_max_bias: float = 0.1  # |share on the correct label - 1/4|
+    single_letter_share: float = 0.6
+    correct_letter_share: float = 0.6
+    gatherer_share: float = 0.5  # raw END attention on the correct content
+    gatherer_ratio: float = 3.0  # ... over the mean distractor content
+    amplification_dla: float = 0.2
+    amplification_end_share: float = 0.5
+    recent: int = 2  # END and the token before it count as "END or recent tokens"
+
+
+@dataclass(frozen=True)
+class HeadRole:
+    """One head's E2 scores (means over prompts) and the class they give, first match in ``ROLES`` order."""
+
+    layer: int
+    head: int
+    role: str
+    label_mass: float
+    label_entropy: float  # mean entropy of the label attention, as a fraction of log 4
+    fixed_slot: int  # the slot a single-letter head would favour
+    fixed_slot_share: float  # its share of label attention, over prompts where it is not the answer
+    correct_label_share: float
+    correct_content: float
+    distractor_content: float  # mean over the three distractors
+    end_share: float
+    dla: float
+    dla_fraction: float  # dla / mean logit difference
+
+    @property
+    def name(self) -> str:
+        return f"L{self.layer}H{self.head}"
+
+
+def _role(score: HeadRole, rules: RoleRules) -> str:
+    looks_at_labels = score.label_mass >= rules.min_label_mass
+    if looks_at_labels and score.correct_label_share > rules.correct_letter_share and score.dla > 0:
+        return "correct letter"
+    if score.correct_content >= rules.gatherer_share and score.correct_content >= rules.gatherer_ratio * max(
+            score.distractor_content, 1e-9):
+        return "content gatherer"
+    if score.dla_fraction >= rules.amplification_dla and score.end_share >= rules.amplification_end_share:
+        return "amplification"
+    if looks_at_labels and score.fixed_slot_share > rules.single_letter_share:
+        return "single letter"
+    if (looks_at_labels and score.label_entropy >= rules.constant_entropy
+            and abs(score.correct_label_share - 1 / N_OPTIONS) <= rules.constant_max_bias):
+        return "constant"
+    return "other"
+
+
+def classify_heads(model: AttentionOnlyTransformer, toy_run: ToyRun, prompts: McqPrompts,
+                   rules: RoleRules = RoleRules()) -> list[HeadRole]:
+    """Scores and class of every head from one run (``run(model, prompts)``), in (layer, head) order."""
+    if rules.recent < 1:
+        raise ValueError(f"RoleRules.recent must be at least 1 (END itself), got {rules.recent}.")
+    labels = label_attention(toy_run.patterns, prompts)  # [layer, head, batch, option]
+    mass = labels.sum(-1)
+    share = labels / mass.clamp_min(1e-12)[..., None]
+    entropy = -(share * share.clamp_min(1e-12).log()).sum(-1) / math.log(N_OPTIONS)
+    pick = prompts.correct[None, None, :, None].expand(*labels.shape[:3], 1)
+    correct_share = share.gather(-1, pick)[..., 0]
+    not_answer = prompts.wrong.float()  # [batch, option]
+    slot_share = (share * not_answer).sum(2) / not_answer.sum(0)  # [layer, head, option]
+    contents = content_attention(toy_run.patterns, prompts)
+    correct_content = contents.gather(-1, pick)[..., 0]
+    distractor = (contents * prompts.wrong).sum(-1) / (N_OPTIONS - 1)
+    ends = end_attention(toy_run.patterns, prompts, rules.recent)
+    dla = head_dla(model, toy_run, prompts).mean(-1)
+    total = logit_difference(toy_run.logits, prompts).mean()
+    roles = []
+    for layer in range(model.config.n_layers):
+        for head in range(model.config.n_heads):
+            slot = int(slot_share[layer, head].argmax())
+            score = HeadRole(
+                layer=layer, head=head, role="", label_mass=mass[layer, head].mean().item(),
+                label_entropy=entropy[layer, head].mean().item(), fixed_slot=slot,
+                fixed_slot_share=slot_share[layer, head, slot].item(),
+                correct_label_share=correct_share[layer, head].mean().item(),
+                correct_content=correct_content[layer, head].mean().item(),
+                distractor_content=distractor[layer, head].mean().item(),
+                end_share=ends[layer, head].mean().item(), dla=dla[layer, head].item(),
+                dla_fraction=(dla[layer, head] / total).item())
+            roles.append(dataclasses.replace(score, role=_role(score, rules)))
+    return roles
+
+
+def roles_table(roles: list[HeadRole]):
+    """The classification as a pandas DataFrame indexed by head name (``L{layer}H{head}``)."""
+    import pandas as pd
+
+    rows = [{"head": r.name, **{k: v for k, v in dataclasses.asdict(r).items() if k not in ("layer", "head")}}
+            for r in roles]
+    return pd.DataFrame(rows).set_index("head")
