@@ -229,3 +229,8 @@ def test_multi_token_answers_are_refused():
 def test_eps_must_be_positive():
     with pytest.raises(ValueError, match="eps must be positive"):
         yesno.negative_attention_score(patterns_with({}), *positions(), eps=0.0)
+
+
+def test_a_template_without_both_slots_is_refused(smollm2_tokenizer_only):
+    with pytest.raises(ValueError, match=r"\{order\} and \{question\}"):
+        yesno.yes_no_questions(smollm2_tokenizer_only, pairs_per_kind=2, seed=0, template="Is {question}?")

@@ -110,14 +110,19 @@ class YesNoTask:
 
 
 def yes_no_questions(model: TransformerBridge, *, pairs_per_kind: int, seed: int, order: str = "Yes or No",
-                     kinds: Sequence[str] = KINDS) -> YesNoTask:
+                     kinds: Sequence[str] = KINDS, template: str = TEMPLATE) -> YesNoTask:
     """`pairs_per_kind` mirror pairs of each kind, e.g. "Answer Yes or No. Is 7 + 5 = 12? Answer:" and "... = 13?".
 
     The same seed gives the same questions in either `order`, so the order swap changes nothing else.
+    `template` must contain ``{order}`` and ``{question}`` and end where the answer goes; the
+    ``question`` position assumes the instruction comes first (as in `TEMPLATE`).
 
     Raises:
-        ValueError: for an unknown order or kind, fewer than one pair, or too few single-token capitals.
+        ValueError: for an unknown order or kind, fewer than one pair, a template without both slots,
+            or too few single-token capitals.
     """
+    if "{order}" not in template or "{question}" not in template:
+        raise ValueError(f"template must contain {{order}} and {{question}}; got {template!r}")
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}; got {order!r}")
     unknown = [kind for kind in kinds if kind not in _MAKERS]
@@ -136,7 +141,7 @@ def yes_no_questions(model: TransformerBridge, *, pairs_per_kind: int, seed: int
         prompts, answers = [], []
         for _ in range(pairs_per_kind):
             true_q, false_q = _MAKERS[kind](rng, capitals)
-            prompts += [TEMPLATE.format(order=order, question=true_q), TEMPLATE.format(order=order, question=false_q)]
+            prompts += [template.format(order=order, question=true_q), template.format(order=order, question=false_q)]
             answers += [yes_id, no_id]
         tokens = tasks.tokenize_prompts(model, prompts)
         answer_ids = torch.tensor(answers)
@@ -155,7 +160,7 @@ def _positions(tokens: Int[Tensor, "batch pos"], yes_id: int, no_id: int) -> dic
                          f"found {len(yes_at)} and {len(no_at)} in {batch} prompts")
     yes_key, no_key = yes_at[:, 1], no_at[:, 1]
     # the instruction ends "Yes or No." / "No or Yes."; the question starts after the full stop
-    question = torch.maximum(yes_key, no_key) + 2
+    question = (torch.maximum(yes_key, no_key) + 2).clamp(max=seq_len - 1)  # clamped: a question-first template
     return {"yes_key": yes_key, "no_key": no_key, "question": question, "end": torch.full((batch,), seq_len - 1)}
 
 
@@ -380,7 +385,7 @@ def bias_ablation(model: TransformerBridge, task: YesNoTask, heads: Sequence[Hea
         p_value=((draws_mean >= top.mean()).sum().item() + 1) / (n_random + 1))
 
 
-def order_biases(model: TransformerBridge, *, pairs_per_kind: int, seed: int
+def order_biases(model: TransformerBridge, *, pairs_per_kind: int, seed: int, template: str = TEMPLATE
                  ) -> tuple[Bool[Tensor, "item"], dict[str, Float[Tensor, "item"]]]:
     """The same questions asked with "Yes or No" and with "No or Yes": truth and each order's `no_minus_yes`.
 
@@ -389,7 +394,7 @@ def order_biases(model: TransformerBridge, *, pairs_per_kind: int, seed: int
     """
     biases, truth = {}, None
     for order in ORDERS:
-        task = yes_no_questions(model, pairs_per_kind=pairs_per_kind, seed=seed, order=order)
+        task = yes_no_questions(model, pairs_per_kind=pairs_per_kind, seed=seed, order=order, template=template)
         biases[order], truth = answer_bias(model, task), task.truth
     return truth, biases
 
