@@ -344,8 +344,7 @@ def head_memories(model: toy.AttentionOnlyTransformer, task: TriggerTask) -> dic
       to itself among all tokens (chance 1 / vocab); layer-1 entries are NaN (nothing feeds them).
     """
     n_layers, n_heads = model.config.n_layers, model.config.n_heads
-    vocab, n_ctx = model.config.vocab_size, task.seq_len
-    tokens = torch.arange(vocab)
+    n_ctx = task.seq_len
     partners, candidates = previous_position_pairs(n_ctx)
     ov = torch.zeros(n_layers, n_heads)
     positional = torch.zeros(n_layers, n_heads)
@@ -360,7 +359,6 @@ def head_memories(model: toy.AttentionOnlyTransformer, task: TriggerTask) -> dic
                 trigger_key[layer, head] = max(
                     memory_recall(trigger_key_scores(model, (layer - 1, h1), (layer, head))[triggers], triggers)
                     for h1 in range(n_heads))
-    del tokens
     return {"ov_copy": ov, "positional": positional, "trigger_key": trigger_key}
 
 
@@ -429,12 +427,15 @@ def associative_recall_prompts(model: TransformerBridge, *, batch: int, n_pairs:
                          f"got batch={batch}, n_pairs={n_pairs}, length={length}")
     generator = torch.Generator().manual_seed(seed)
     pool = tasks.ordinary_token_ids(model)
+    if len(pool) < length + 1:
+        raise ValueError(f"the tokenizer has {len(pool)} ordinary tokens but a prompt needs {length + 1} distinct "
+                         "ones; use a smaller length")
     bos = tasks._bos_column(model, 1)[0].tolist()
     rows, controls, answers, keys = [], [], [], []
     for _ in range(batch):
         ids = pool[torch.randperm(len(pool), generator=generator)[: length + 1]].tolist()  # distinct tokens
         pair_ids, fresh = ids[: 2 * n_pairs], ids[-1]
-        filler = ids[2 * n_pairs: length - 0]
+        filler = ids[2 * n_pairs: length]
         # choose n_pairs start slots among the filler gaps so that pairs never touch each other
         gaps = torch.randperm(length - 2 * n_pairs - 1, generator=generator)[:n_pairs].sort().values + 1
         body, starts, taken = [], [], 0
