@@ -25,6 +25,7 @@ Also ``zero_ablated`` (a copy of a toy model with some heads' outputs removed) a
 from __future__ import annotations
 
 import copy
+from functools import cached_property
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -105,20 +106,20 @@ class TriggerTask:
             raise ValueError(f"need 0 < trigger_rate < 1 and concentration > 0; got trigger_rate="
                              f"{self.trigger_rate}, concentration={self.concentration}")
 
-    @property
+    @cached_property
     def triggers(self) -> Int[Tensor, "trigger"]:
         """The trigger token ids (fixed by ``seed``)."""
         generator = torch.Generator().manual_seed(self.seed)
         return torch.randperm(self.vocab_size, generator=generator)[: self.n_triggers].sort().values
 
-    @property
+    @cached_property
     def ordinary(self) -> Int[Tensor, "n"]:
         """Every token that is not a trigger: the candidates for outputs and for bigram continuations."""
         keep = torch.ones(self.vocab_size, dtype=torch.bool)
         keep[self.triggers] = False
         return keep.nonzero().flatten()
 
-    @property
+    @cached_property  # drawn once per task: sampling reads it for every batch
     def transitions(self) -> Float[Tensor, "vocab vocab"]:
         """The global next-token distribution of every non-trigger token (rows of triggers are zero:
         after a trigger the next token is the sequence-specific output, not a global statistic)."""
