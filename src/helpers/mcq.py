@@ -658,3 +658,53 @@ def _read_final(model: TransformerBridge, tokens: Tensor, hooks: list) -> EndRea
     except _Stop:
         pass
     return EndRead(attention=torch.empty(0), z=[], final=store["final"], final_scale=torch.ones(1, 1), post_scale=None)
+
+
+# --------------------------------------------------------------------------------------------------
+# The steps every MCQ page runs, so that the comparison model gets exactly the same ones
+
+FAMILY_NAMES = {"constant": "Constant", "single_letter": "Single letter", "correct_letter": "Correct letter",
+                "content_gatherer": "Content gatherer", "amplification": "Amplification"}
+
+
+@dataclass(frozen=True)
+class MCQStudy:
+    """Gate (4 options, then 2), and the attention signature read on the 4-option prompts."""
+
+    model: str
+    gate: MCQGate
+    gate_two: MCQGate
+    run: MCQRun
+    signature: Signature
+
+    def row(self, family: str) -> dict[str, object]:
+        """One row of a page's findings table; `family` is one of `CLASSES`."""
+        found = self.signature.heads(family)
+        heads = ", ".join(plot_label(head) for head in found[:4]) or "none"
+        letter, share = self.gate.favourite
+        return {
+            "model": self.model,
+            "4 options: accuracy (95% CI)": f"{self.gate.accuracy} (p = {self.gate.p_value:.2f})",
+            "picks": f"{letter!r} {share:.0%}",
+            "2 options: accuracy": f"{self.gate_two.accuracy} (p = {self.gate_two.p_value:.2f})",
+            "gate": "pass" if self.gate.passed or self.gate_two.passed else "fail",
+            f"{FAMILY_NAMES[family]} signature (heads)": f"{len(found)}: {heads}" + (" ..." if len(found) > 4 else ""),
+            "causal role": "tested" if self.gate.passed else "not testable (no behaviour)",
+        }
+
+
+def plot_label(head: Head) -> str:
+    return f"L{head[0]}H{head[1]}"
+
+
+def mcq_study(model: TransformerBridge, name: str, *, n: int = 60, seed: int = 0) -> MCQStudy:
+    """The shared part of every MCQ page: 0-shot gates with 4 and 2 options, signature on the 4-option run."""
+    task = mcq_task(model, n=n, seed=seed)
+    run = run_mcq(model, task)
+    two = mcq_task(model, n=n, seed=seed + 1, labels="AB")
+    two_run = run_mcq(model, two)
+    return MCQStudy(model=name, gate=mcq_gate(run.logits, run.correct, labels=task.labels, name="4 options, 0-shot",
+                                              seed=seed),
+                    gate_two=mcq_gate(two_run.logits, two_run.correct, labels=two.labels, name="2 options, 0-shot",
+                                      seed=seed),
+                    run=run, signature=signature(run, seed=seed))
