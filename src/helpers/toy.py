@@ -4,7 +4,9 @@ Three parts, in the order a notebook uses them:
 
 - ``AttentionOnlyTransformer``: token + positional embeddings, attention-only residual blocks with a
   causal mask, an unembedding. Weights are seeded from ``ToyConfig.seed``; per-head weights are exposed
-  as stacked ``[layer, head, ...]`` tensors for OV/QK analysis.
+  as stacked ``[layer, head, ...]`` tensors for OV/QK analysis. ``run_with_heads`` returns a ``ToyRun``
+  with every head's output and the residual stream, and applies ``HeadPatch`` / ``ResidPatch``
+  replacements (activation and path patching, mean ablation) without hooks.
 - ``train``: a generic, deterministic AdamW loop over any ``sample_batch(generator, batch_size)``.
 - Data for the induction toy: ``repeated_segment_batch`` (training) and ``repeated_sequence`` (probe).
 
