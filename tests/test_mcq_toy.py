@@ -243,6 +243,13 @@ def test_attention_scores_read_the_end_row_in_slot_order(prompts):
     torch.testing.assert_close(mcq_toy.end_attention(patterns, prompts, recent=1)[0, 0], torch.full((24,), 0.2))
 
 
+def test_binding_attention_reads_each_options_second_token_looking_at_its_first(prompts):
+    patterns = torch.zeros(2, len(prompts), 1, 10, 10)
+    patterns[0, :, 0, [1, 3, 5, 7], [0, 2, 4, 6]] = 1.0  # layer 0: a perfect previous-token head on options
+    patterns[1, :, 0, [1, 3, 5, 7], [0, 0, 0, 0]] = 1.0  # layer 1: looks at the first token instead
+    torch.testing.assert_close(mcq_toy.binding_attention(patterns, prompts), torch.tensor([[1.0], [0.25]]))
+
+
 # --- interventions -----------------------------------------------------------------------------------------
 
 def test_patching_no_heads_or_all_heads_gives_fraction_zero_and_one(model, prompts):

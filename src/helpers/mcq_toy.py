@@ -298,6 +298,17 @@ def end_attention(patterns: Float[Tensor, "layer batch head query key"], prompts
     return patterns[:, :, :, end, end - recent + 1: end + 1].sum(-1).transpose(1, 2)
 
 
+def binding_attention(patterns: Float[Tensor, "layer batch head query key"], prompts: McqPrompts
+                      ) -> Float[Tensor, "layer head"]:
+    """Mean attention from the second token of each option to the first (content -> its label when the label
+    comes first, label -> its content otherwise): the previous-token heads that bind an option's two tokens,
+    which the END heads' keys or values rely on."""
+    task = prompts.task
+    second = list(max(pair) for pair in zip(task.label_positions, task.content_positions))
+    first = [position - 1 for position in second]
+    return patterns[:, :, :, second, first].mean(dim=(1, 3))
+
+
 def label_directions(model: AttentionOnlyTransformer, prompts: McqPrompts) -> Float[Tensor, "batch d_model"]:
     """``W_U[:, correct label] - mean of W_U[:, other labels]``: what the logit difference reads."""
     unembed = model.W_U[:, prompts.labels]  # [d_model, batch, option]
