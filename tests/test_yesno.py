@@ -234,3 +234,11 @@ def test_eps_must_be_positive():
 def test_a_template_without_both_slots_is_refused(smollm2_tokenizer_only):
     with pytest.raises(ValueError, match=r"\{order\} and \{question\}"):
         yesno.yes_no_questions(smollm2_tokenizer_only, pairs_per_kind=2, seed=0, template="Is {question}?")
+
+
+def test_question_first_prompts_count_nas_from_after_the_candidates(smollm2_tokenizer_only):
+    task = yesno.yes_no_questions(smollm2_tokenizer_only, pairs_per_kind=2, seed=0, template=yesno.QUESTION_FIRST)
+    for batch in task.batches:
+        keys = torch.maximum(batch.positions["yes_key"], batch.positions["no_key"])
+        assert (batch.positions["question"] > keys).all() and (batch.positions["question"] <= batch.positions["end"]).all()
+        assert batch.prompts[0].startswith("Is ") and batch.prompts[0].endswith("Yes or No.\nAnswer:")

@@ -25,7 +25,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from helpers import capture, families, interventions, scores, stats, tasks
+from helpers import capture, families, interventions, mcq, scores, stats, tasks
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -34,6 +34,7 @@ Head = tuple[int, int]
 ORDERS = ("Yes or No", "No or Yes")
 KINDS = ("arithmetic", "comparison", "capital")
 TEMPLATE = "Answer {order}. Is {question}? Answer:"
+QUESTION_FIRST = "Is {question}? Answer {order}.\nAnswer:"  # the candidates come after the question
 
 # Capital cities and their countries; a false question pairs the city with another country of the list.
 CAPITALS = (("Paris", "France"), ("Rome", "Italy"), ("Berlin", "Germany"), ("Madrid", "Spain"),
@@ -115,7 +116,9 @@ def yes_no_questions(model: TransformerBridge, *, pairs_per_kind: int, seed: int
 
     The same seed gives the same questions in either `order`, so the order swap changes nothing else.
     `template` must contain ``{order}`` and ``{question}`` and end where the answer goes; the
-    ``question`` position assumes the instruction comes first (as in `TEMPLATE`).
+    position ``question`` is the first query NAS counts: two tokens after the later candidate, which is
+    the question's first token when the instruction comes first (`TEMPLATE`) and the token after the
+    instruction's full stop when it comes last (`QUESTION_FIRST`).
 
     Raises:
         ValueError: for an unknown order or kind, fewer than one pair, a template without both slots,
@@ -278,9 +281,17 @@ def mirror_gate(bias: Float[Tensor, "item"], truth: Bool[Tensor, "item"], *, see
 
 @torch.no_grad()
 def answer_bias(model: TransformerBridge, task: YesNoTask) -> Float[Tensor, "item"]:
-    """`no_minus_yes` on every item (one forward pass per kind)."""
-    return torch.cat([no_minus_yes(model(batch.tokens.to(model.cfg.device)), task.yes_id, task.no_id).float().cpu()
-                      for batch in task.batches])
+    """logit(No) - logit(Yes) at the answer slot of every item (one pass per kind, stopped before the logits).
+
+    Only the two answer columns of the unembedding are applied (`mcq.read_end` / `mcq.label_logits`):
+    Gemma's 262k-token unembedding costs more than the rest of the model on prompts this short.
+    """
+    answer_ids = torch.tensor([task.yes_id, task.no_id])
+    bias = []
+    for batch in task.batches:
+        logits = mcq.label_logits(model, mcq.read_end(model, batch.tokens), answer_ids)  # [batch, (yes, no)]
+        bias.append(logits[:, 1] - logits[:, 0])
+    return torch.cat(bias)
 
 
 def task_nas(model: TransformerBridge, task: YesNoTask) -> Float[Tensor, "layer head"]:
@@ -345,9 +356,11 @@ class NasScreen:
                 f"rank correlation {self.rank_correlation:.2f}")
 
 
-def nas_screen(model: TransformerBridge, *, pairs_per_kind: int, seed: int, top_k: int) -> NasScreen:
+def nas_screen(model: TransformerBridge, *, pairs_per_kind: int, seed: int, top_k: int,
+               template: str = TEMPLATE) -> NasScreen:
     """NAS on the same questions with "Yes or No" and with "No or Yes" in the instruction."""
-    return NasScreen(*(task_nas(model, yes_no_questions(model, pairs_per_kind=pairs_per_kind, seed=seed, order=order))
+    return NasScreen(*(task_nas(model, yes_no_questions(model, pairs_per_kind=pairs_per_kind, seed=seed, order=order,
+                                                        template=template))
                        for order in ORDERS), top_k=top_k)
 
 
