@@ -327,7 +327,8 @@ def test_mismatched_models_pairs_and_patches_are_refused(model, prompts):
     with pytest.raises(ValueError, match=r"positions must be 'end'.*'last'"):
         mcq_toy.patch_heads(model, prompts, mcq_toy.shuffle_options(prompts, 0), positions="last")
     with pytest.raises(ValueError, match=r"after the sender's layer 1"):
-        mcq_toy.path_patch(model, prompts, mcq_toy.shuffle_options(prompts, 0), (1, 0), torch.ones(2, 3, dtype=torch.bool))
+        mcq_toy.path_patch(model, prompts, mcq_toy.shuffle_options(prompts, 0), (1, 0),
+                           torch.ones(2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"same answer tokens"):
         mcq_toy.format_switch(model, prompts, prompts)
     with pytest.raises(ValueError, match=r"HeadPatch.values must have the shape"):
