@@ -9,7 +9,7 @@ from helpers import attribution, capture
 def _decomposition(model, tokens, answers, wrong):
     """Logit difference and the same quantity rebuilt from every residual component at the last position."""
     logits, cache = model.run_with_cache(tokens)
-    direction = attribution._final_read(model, attribution.answer_directions(model, answers, wrong))
+    direction = attribution.final_read(model, attribution.answer_directions(model, answers, wrong))
     direction = direction / cache["ln_final.hook_scale"][:, -1].float()
     attn = torch.stack([(cache[f"blocks.{layer}.hook_attn_out"][:, -1] * direction).sum(-1)
                         for layer in range(model.cfg.n_layers)])  # [layer, batch]
@@ -29,7 +29,7 @@ def test_head_attributions_add_up_to_each_attention_layer(fixture, request):
     difference, attn, rest = _decomposition(model, tokens, answers, wrong)
     per_layer = dla.sum(dim=1)
     if fixture == "tiny_gpt2":  # GPT-2's attention adds a bias b_O that belongs to no head
-        direction = attribution._final_read(model, attribution.answer_directions(model, answers, wrong))
+        direction = attribution.final_read(model, attribution.answer_directions(model, answers, wrong))
         _, cache = model.run_with_cache(tokens)
         bias = torch.stack([(model.b_O[layer].float() * direction).sum(-1) for layer in range(model.cfg.n_layers)])
         per_layer = per_layer + bias / cache["ln_final.hook_scale"][:, -1, 0].float()

@@ -58,7 +58,7 @@ def norm_gain(norm: torch.nn.Module, d_model: int) -> Float[Tensor, "d_model"]:
     return norm(ones)[0, 0].float().cpu()
 
 
-def _final_read(model: TransformerBridge, directions: Float[Tensor, "batch d_model"]
+def final_read(model: TransformerBridge, directions: Float[Tensor, "batch d_model"]
                 ) -> Float[Tensor, "batch d_model"]:
     """The final norm's gain folded into the directions (its scale is applied per prompt later)."""
     d_model = model.cfg.d_model
@@ -86,7 +86,7 @@ def head_logit_attribution(model: TransformerBridge, tokens: Int[Tensor, "batch 
     batch = tokens.shape[0]
     _check_answers(answers, wrong, batch, model.cfg.d_vocab)
     run = run_for_attribution(model, tokens, position=position)
-    read = _final_read(model, answer_directions(model, answers, wrong)) / run.final_scale  # [batch, d_model]
+    read = final_read(model, answer_directions(model, answers, wrong)) / run.final_scale  # [batch, d_model]
     w_o = model.W_O.float().cpu()  # the bridge stacks every layer's weights on each access: read it once
     out = []
     for layer in range(model.cfg.n_layers):

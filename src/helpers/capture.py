@@ -134,3 +134,83 @@ def run_for_attribution(model: TransformerBridge, tokens: Int[Tensor, "batch pos
     z = [store[z_hook(layer)] for layer in range(n_layers)]
     post = [store[f"post{layer}"].reshape(-1) for layer in range(n_layers)] if has_post else None
     return AttributionRun(z=z, final_scale=store["final"].reshape(-1, 1), post_scale=post)
+
+
+@dataclass(frozen=True)
+class EndRead:
+    """What one forward pass leaves at the last position (END), on the CPU.
+
+    ``attention``: ``[layer, batch, head, key]`` each head's attention row at END; ``z``: per layer
+    ``[batch, head, d_head]``; ``final``: ``[batch, d_model]`` the final norm's output; ``final_scale``
+    ``[batch, 1]``; ``post_scale``: per layer ``[batch]`` (Gemma's post-attention norm) or None.
+    """
+
+    attention: Float[Tensor, "layer batch head key"]
+    z: list[Tensor]
+    final: Float[Tensor, "batch d_model"]
+    final_scale: Float[Tensor, "batch 1"]
+    post_scale: list[Tensor] | None
+
+
+@torch.no_grad()
+def read_end(model: TransformerBridge, tokens: Int[Tensor, "batch pos"]) -> EndRead:
+    """Attention rows, head outputs and the normed residual at END, stopping before the logits.
+
+    Gemma's 262k-token unembedding costs more than the rest of the model on short prompts; answers that
+    are a handful of tokens need only those columns of it (e.g. `mcq.label_logits`).
+    """
+    check_tokens(model, tokens)
+    n_layers = model.cfg.n_layers
+    has_post = hasattr(model.blocks[0], "ln1_post")
+    store: dict[str, Tensor] = {}
+
+    def keep(name: str, pattern: bool = False):
+        def hook(activation: Tensor, hook=None) -> None:
+            store[name] = (activation[:, :, -1] if pattern else activation[:, -1]).detach().float().cpu()
+        return hook
+
+    def keep_and_stop(activation: Tensor, hook=None) -> None:
+        store["final"] = activation[:, -1].detach().float().cpu()
+        raise _Captured
+
+    hooks = [(z_hook(layer), keep(z_hook(layer))) for layer in range(n_layers)]
+    hooks += [(pattern_hook(layer), keep(pattern_hook(layer), pattern=True)) for layer in range(n_layers)]
+    if has_post:
+        hooks += [(f"blocks.{layer}.ln1_post.hook_scale", keep(f"post{layer}")) for layer in range(n_layers)]
+    hooks += [("ln_final.hook_scale", keep("scale")), ("ln_final.hook_out", keep_and_stop)]
+    try:
+        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=hooks)
+    except _Captured:
+        pass
+    return EndRead(attention=torch.stack([store[pattern_hook(layer)] for layer in range(n_layers)]),
+                   z=[store[z_hook(layer)] for layer in range(n_layers)], final=store["final"],
+                   final_scale=store["scale"].reshape(-1, 1),
+                   post_scale=[store[f"post{layer}"].reshape(-1) for layer in range(n_layers)] if has_post else None)
+
+
+def resid_post_hook(layer: int) -> str:
+    """The residual stream after block `layer`, ``[batch, pos, d_model]``."""
+    return f"blocks.{layer}.hook_resid_post"
+
+
+@torch.no_grad()
+def residual_at_end(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], layers: list[int] | tuple[int, ...]
+                    ) -> dict[int, Float[Tensor, "batch d_model"]]:
+    """The residual stream at END after each of `layers` (on the model's device), for patching elsewhere."""
+    check_tokens(model, tokens)
+    store: dict[int, Tensor] = {}
+
+    def keep(layer: int):
+        def hook(activation: Tensor, hook=None) -> None:
+            store[layer] = activation[:, -1].detach().clone()
+        return hook
+
+    def stop(activation: Tensor, hook=None) -> None:
+        raise _Captured
+
+    try:
+        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=[(resid_post_hook(layer), keep(layer))
+                                                                     for layer in layers] + [("ln_final.hook_in", stop)])
+    except _Captured:
+        pass
+    return store

@@ -143,3 +143,44 @@ def random_head_sets(n_layers: int, n_heads: int, k: int, n_draws: int, *, seed:
         raise ValueError(f"k must lie in [1, {len(pool)}] (heads left after exclusions); got {k}")
     generator = torch.Generator().manual_seed(seed)
     return [[pool[i] for i in torch.randperm(len(pool), generator=generator)[:k].tolist()] for _ in range(n_draws)]
+
+
+class _Stopped(Exception):
+    """Raised once the final norm's output is read, so the forward pass skips the unembedding."""
+
+
+@torch.no_grad()
+def final_with_end_patches(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
+                           patches: Sequence[tuple[int, Float[Tensor, "batch d_model"]]]
+                           ) -> Float[Tensor, "patch batch d_model"]:
+    """The final norm's output at END with END's residual after a layer replaced, one patch per copy.
+
+    The batch is repeated once per ``(layer, values)`` patch and copy i gets its own patch, so every
+    layer of a layer-by-layer patching sweep runs in one forward pass. Stops before the unembedding.
+    """
+    check_tokens(model, tokens)
+    batch = tokens.shape[0]
+    for layer, values in patches:
+        if not 0 <= layer < model.cfg.n_layers or values.shape[0] != batch:
+            raise ValueError(f"each patch is (layer in [0, {model.cfg.n_layers}), values [batch={batch}, d_model]); "
+                             f"got layer {layer}, values {tuple(values.shape)}")
+    store: dict[str, Tensor] = {}
+
+    def patch(block: int, values: Tensor):
+        def hook(activation: Tensor, hook=None) -> Tensor:
+            out = activation.clone()
+            out[block * batch:(block + 1) * batch, -1] = values.to(out.device, out.dtype)
+            return out
+        return hook
+
+    def keep_and_stop(activation: Tensor, hook=None) -> None:
+        store["final"] = activation[:, -1].detach().float().cpu()
+        raise _Stopped
+
+    hooks = [(f"blocks.{layer}.hook_resid_post", patch(i, values)) for i, (layer, values) in enumerate(patches)]
+    try:
+        model.run_with_hooks(tokens.repeat(len(patches), 1).to(model.cfg.device),
+                             fwd_hooks=hooks + [("ln_final.hook_out", keep_and_stop)])
+    except _Stopped:
+        pass
+    return store["final"].reshape(len(patches), batch, -1)

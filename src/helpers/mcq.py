@@ -16,8 +16,8 @@ Olmo-7B picks the answer *symbol*. This module holds what the six MCQ family pag
 - `layer_projection` and `format_patching`: Wiegreffe's vocabulary projection of each layer's attention
   output, and END-residual patching between two label formats, layer by layer.
 
-`read_end` and `format_patching` register hooks; they belong in `capture` / `interventions` and live
-here until they move.
+No hook is registered here: `read_end` is `capture.read_end`, and `format_patching` patches through
+`capture.residual_at_end` and `interventions.final_with_end_patches`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from helpers import attribution, stats, tasks
-from helpers.capture import check_tokens, pattern_hook, z_hook
+from helpers import attribution, capture, interventions, stats, tasks
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -243,67 +242,22 @@ def mcq_task(model: TransformerBridge, *, n: int, seed: int, shots: int = 0, lab
 # One forward pass per batch, read at END
 
 
-class _Stop(Exception):
-    """Raised by the last hook a read needs, so the forward pass skips the unembedding."""
-
-
-@dataclass(frozen=True)
-class EndRead:
-    """What one forward pass leaves at the last position, on the CPU.
-
-    ``attention``: ``[layer, batch, head, key]`` each head's attention row at END; ``z``: per layer
-    ``[batch, head, d_head]``; ``final``: ``[batch, d_model]`` the final norm's output; ``final_scale``
-    ``[batch, 1]``; ``post_scale``: per layer ``[batch]`` (Gemma's post-attention norm) or None.
-    """
-
-    attention: Float[Tensor, "layer batch head key"]
-    z: list[Tensor]
-    final: Float[Tensor, "batch d_model"]
-    final_scale: Float[Tensor, "batch 1"]
-    post_scale: list[Tensor] | None
-
-
-@torch.no_grad()
-def read_end(model: TransformerBridge, tokens: Int[Tensor, "batch pos"]) -> EndRead:
-    """Attention rows, head outputs and the normed residual at END, stopping before the logits.
-
-    Gemma's 262k-token unembedding costs more than the rest of the model on short prompts; the label
-    logits need only a handful of its columns (`label_logits`).
-    """
-    check_tokens(model, tokens)
-    n_layers = model.cfg.n_layers
-    has_post = hasattr(model.blocks[0], "ln1_post")
-    store: dict[str, Tensor] = {}
-
-    def keep(name: str, pattern: bool = False):
-        def hook(activation: Tensor, hook=None) -> None:
-            store[name] = (activation[:, :, -1] if pattern else activation[:, -1]).detach().float().cpu()
-        return hook
-
-    def keep_and_stop(activation: Tensor, hook=None) -> None:
-        store["final"] = activation[:, -1].detach().float().cpu()
-        raise _Stop
-
-    hooks = [(z_hook(layer), keep(z_hook(layer))) for layer in range(n_layers)]
-    hooks += [(pattern_hook(layer), keep(pattern_hook(layer), pattern=True)) for layer in range(n_layers)]
-    if has_post:
-        hooks += [(f"blocks.{layer}.ln1_post.hook_scale", keep(f"post{layer}")) for layer in range(n_layers)]
-    hooks += [("ln_final.hook_scale", keep("scale")), ("ln_final.hook_out", keep_and_stop)]
-    try:
-        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=hooks)
-    except _Stop:
-        pass
-    return EndRead(attention=torch.stack([store[pattern_hook(layer)] for layer in range(n_layers)]),
-                   z=[store[z_hook(layer)] for layer in range(n_layers)], final=store["final"],
-                   final_scale=store["scale"].reshape(-1, 1),
-                   post_scale=[store[f"post{layer}"].reshape(-1) for layer in range(n_layers)] if has_post else None)
+# Re-exported: `read_end` lives with the other hook code in `helpers.capture`.
+EndRead = capture.EndRead
+read_end = capture.read_end
 
 
 def label_logits(model: TransformerBridge, read: EndRead, answer_ids: Int[Tensor, "option"]
                  ) -> Float[Tensor, "batch option"]:
     """The logits of the answer tokens at END, from the final norm's output and those unembedding columns."""
+    return label_logits_from_final(model, read.final, answer_ids)
+
+
+def label_logits_from_final(model: TransformerBridge, final: Float[Tensor, "batch d_model"],
+                            answer_ids: Int[Tensor, "option"]) -> Float[Tensor, "batch option"]:
+    """`label_logits` from the final norm's output itself (bias and Gemma's soft cap included)."""
     unembed = model.W_U[:, answer_ids.to(model.W_U.device)].float().cpu()  # [d_model, option]
-    logits = read.final @ unembed
+    logits = final @ unembed
     bias = getattr(model, "b_U", None)
     if bias is not None:
         logits = logits + bias[answer_ids.to(bias.device)].float().cpu()
@@ -321,7 +275,7 @@ def head_label_attribution(model: TransformerBridge, read: EndRead, answer_ids: 
     correct option, and option i minus option j is the difference of their columns.
     """
     directions = model.W_U[:, answer_ids.to(model.W_U.device)].T.float().cpu()  # [option, d_model]
-    read_dirs = attribution._final_read(model, directions)  # the final norm's gain folded in
+    read_dirs = attribution.final_read(model, directions)  # the final norm's gain folded in
     read_dirs = read_dirs - read_dirs.mean(dim=0, keepdim=True)  # centred over the options
     w_o = model.W_O.float().cpu()
     out = []
@@ -611,53 +565,14 @@ def format_patching(model: TransformerBridge, source: MCQTask, target: MCQTask,
 
     patched, clean_t, clean_s = [], [], []
     for src, tgt in zip(source.batches, target.batches):
-        resid: dict[int, Tensor] = {}
-
-        def keep(layer: int):
-            def hook(activation: Tensor, hook=None) -> None:
-                resid[layer] = activation[:, -1].detach().clone()
-            return hook
-
-        def stop(activation: Tensor, hook=None) -> None:
-            raise _Stop
-
-        try:  # the source's residual stream at END after every patched layer; no logits needed
-            model.run_with_hooks(src.tokens.to(model.cfg.device), fwd_hooks=[
-                (f"blocks.{layer}.hook_resid_post", keep(layer)) for layer in layers] + [("ln_final.hook_in", stop)])
-        except _Stop:
-            pass
-        clean_s.append(preference(_read_final(model, src.tokens, [])))
-        clean_t.append(preference(_read_final(model, tgt.tokens, [])))
-        batch = tgt.tokens.shape[0]
-
-        def patch(block: int, layer: int):
-            def hook(activation: Tensor, hook=None) -> Tensor:
-                out = activation.clone()
-                out[block * batch:(block + 1) * batch, -1] = resid[layer].to(out.dtype)
-                return out
-            return hook
-
-        rows = tgt.tokens.repeat(len(layers), 1)  # block i patches layers[i]
-        hooks = [(f"blocks.{layer}.hook_resid_post", patch(i, layer)) for i, layer in enumerate(layers)]
-        reads = _read_final(model, rows, hooks)
-        patched.append(preference(reads).reshape(len(layers), batch))
+        resid = capture.residual_at_end(model, src.tokens, layers)  # the source's END stream after each layer
+        clean_s.append(preference(read_end(model, src.tokens)))
+        clean_t.append(preference(read_end(model, tgt.tokens)))
+        final = interventions.final_with_end_patches(model, tgt.tokens, [(layer, resid[layer]) for layer in layers])
+        logits = label_logits_from_final(model, final.reshape(-1, final.shape[-1]), both)
+        patched.append((logits[:, :n].mean(-1) - logits[:, n:].mean(-1)).reshape(len(layers), -1))
     return FormatPatching(layers=layers, preference=torch.cat(patched, dim=1), clean_target=torch.cat(clean_t),
                           clean_source=torch.cat(clean_s))
-
-
-def _read_final(model: TransformerBridge, tokens: Tensor, hooks: list) -> EndRead:
-    """The final norm's output at END under extra hooks (attention and head outputs are not kept)."""
-    store: dict[str, Tensor] = {}
-
-    def keep_and_stop(activation: Tensor, hook=None) -> None:
-        store["final"] = activation[:, -1].detach().float().cpu()
-        raise _Stop
-
-    try:
-        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=hooks + [("ln_final.hook_out", keep_and_stop)])
-    except _Stop:
-        pass
-    return EndRead(attention=torch.empty(0), z=[], final=store["final"], final_scale=torch.ones(1, 1), post_scale=None)
 
 
 # --------------------------------------------------------------------------------------------------
