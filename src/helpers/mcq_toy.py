@@ -43,6 +43,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from helpers import mcq
 from helpers.toy import (AttentionOnlyTransformer, HeadPatch, ResidPatch, ToyBatch, ToyConfig, ToyRun,
                          TrainConfig, TrainHistory, train)
 
@@ -490,20 +491,25 @@ ROLES = ("correct letter", "content gatherer", "amplification", "single letter",
 class RoleRules:
     """Thresholds of the E2 rule table (reference §6.2), fixed before looking at any trained model.
 
-    Label-based classes need the head to look at the labels at all (``min_label_mass`` of its END
-    attention); shares below are of that label attention. DLA thresholds are fractions of the mean
-    logit difference, so they do not depend on the model's logit scale.
+    The numbers are the ones `helpers.mcq` applies to the pretrained models (one definition, imported from
+    there): a label class needs ``min_label_mass`` of END's attention on the labels, and its shares are
+    of that label attention; a content gatherer needs ``min_content_mass`` on the contents and more than
+    ``gatherer_share`` of that on the correct content. Two things differ, because the toy's logit scale
+    is large and its 8 heads are too few for a percentile: the real-model rules also ask a share to beat
+    the 95th percentile of every head's decoy share, and the toy's Amplification threshold is a fraction
+    of the mean logit difference instead of 0.1 logits (``recent`` counts "Q:" and END, the toy's two
+    tokens after the options; the real prompts have three: "Answer", ":" and END).
     """
 
-    min_label_mass: float = 0.3
-    constant_entropy: float = 0.9  # times log 4
-    constant_max_bias: float = 0.1  # |share on the correct label - 1/4|
-    single_letter_share: float = 0.6
-    correct_letter_share: float = 0.6
-    gatherer_share: float = 0.5  # raw END attention on the correct content
-    gatherer_ratio: float = 3.0  # ... over the mean distractor content
-    amplification_dla: float = 0.2
-    amplification_end_share: float = 0.5
+    min_label_mass: float = mcq.FLOOR
+    constant_entropy: float = mcq.UNIFORM  # times log 4
+    constant_max_bias: float = mcq.INDEPENDENT  # |share on the correct label - 1/4|
+    single_letter_share: float = mcq.CONCENTRATED
+    correct_letter_share: float = mcq.CONCENTRATED
+    min_content_mass: float = mcq.FLOOR
+    gatherer_share: float = mcq.CONCENTRATED  # share of the content attention on the correct content
+    amplification_dla: float = 0.2  # fraction of the mean logit difference
+    amplification_end_share: float = mcq.RECENT_SHARE
     recent: int = 2  # END and the token before it count as "END or recent tokens"
 
 
@@ -519,8 +525,10 @@ class HeadRole:
     fixed_slot: int  # the slot a single-letter head would favour
     fixed_slot_share: float  # its share of label attention, over prompts where it is not the answer
     correct_label_share: float
-    correct_content: float
+    correct_content: float  # raw END attention on the correct content
     distractor_content: float  # mean over the three distractors
+    content_mass: float  # END attention on all four contents
+    correct_content_share: float  # share of the content attention on the correct content
     end_share: float
     dla: float
     dla_fraction: float  # dla / mean logit difference
@@ -534,8 +542,7 @@ def _role(score: HeadRole, rules: RoleRules) -> str:
     looks_at_labels = score.label_mass >= rules.min_label_mass
     if looks_at_labels and score.correct_label_share > rules.correct_letter_share and score.dla > 0:
         return "correct letter"
-    if score.correct_content >= rules.gatherer_share and score.correct_content >= rules.gatherer_ratio * max(
-            score.distractor_content, 1e-9):
+    if score.content_mass >= rules.min_content_mass and score.correct_content_share > rules.gatherer_share:
         return "content gatherer"
     if score.dla_fraction >= rules.amplification_dla and score.end_share >= rules.amplification_end_share:
         return "amplification"
@@ -563,6 +570,8 @@ def classify_heads(model: AttentionOnlyTransformer, toy_run: ToyRun, prompts: Mc
     contents = content_attention(toy_run.patterns, prompts)
     correct_content = contents.gather(-1, pick)[..., 0]
     distractor = (contents * prompts.wrong).sum(-1) / (N_OPTIONS - 1)
+    content_mass = contents.sum(-1)
+    content_share = correct_content / content_mass.clamp_min(1e-12)
     ends = end_attention(toy_run.patterns, prompts, rules.recent)
     dla = head_dla(model, toy_run, prompts).mean(-1)
     total = logit_difference(toy_run.logits, prompts).mean()
@@ -577,6 +586,8 @@ def classify_heads(model: AttentionOnlyTransformer, toy_run: ToyRun, prompts: Mc
                 correct_label_share=correct_share[layer, head].mean().item(),
                 correct_content=correct_content[layer, head].mean().item(),
                 distractor_content=distractor[layer, head].mean().item(),
+                content_mass=content_mass[layer, head].mean().item(),
+                correct_content_share=content_share[layer, head].mean().item(),
                 end_share=ends[layer, head].mean().item(), dla=dla[layer, head].item(),
                 dla_fraction=(dla[layer, head] / total).item())
             roles.append(dataclasses.replace(score, role=_role(score, rules)))
