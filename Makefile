@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine (see README.md):
 #   make book   build the venv, execute every notebook on the offline default model, build _build/html
-#   make test   unit tests, every notebook under nbmake, then a strict book build (what CI runs)
+#   make test   unit tests, every notebook under nbmake, then a strict book build of the executed
+#               notebooks (what CI runs)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -39,11 +40,19 @@ models: $(BIN)/.installed
 unit: venv
 	$(BIN)/python -m pytest -q tests
 
-notebooks: venv models
-	$(BIN)/python -m pytest -q --nbmake --nbmake-kernel=python3 --nbmake-timeout=600 notebooks
+# The notebooks run once: nbmake executes a copy of the book's sources in $(STAGE) and writes the
+# outputs into it (--overwrite), and the strict build renders those outputs instead of executing
+# every notebook a second time. The committed notebooks stay without outputs.
+STAGE := _build/executed
+notebooks: venv models $(CIRCUITSVIS_BUNDLE)
+	rm -rf $(STAGE) && mkdir -p $(STAGE)
+	cp -r _config.yml _toc.yml book notebooks _static $(STAGE)/
+	sed -i 's/^  execute_notebooks: cache /  execute_notebooks: "off" /' $(STAGE)/_config.yml
+	grep -q 'execute_notebooks: "off"' $(STAGE)/_config.yml
+	$(BIN)/python -m pytest -q --nbmake --overwrite --nbmake-kernel=python3 --nbmake-timeout=600 $(STAGE)/notebooks
 
-strict-book: venv models $(CIRCUITSVIS_BUNDLE)
-	$(BIN)/jupyter-book build -W -n --keep-going --all .
+strict-book: notebooks
+	$(BIN)/jupyter-book build -W -n --keep-going --all $(STAGE) --path-output .
 	$(BIN)/python tests/site/check_site.py _build/html
 
 test: unit notebooks strict-book
