@@ -592,10 +592,8 @@ class MCQStudy:
     run: MCQRun
     signature: Signature
 
-    def row(self, family: str) -> dict[str, object]:
-        """One row of a page's findings table; `family` is one of `CLASSES`."""
-        found = self.signature.heads(family)
-        heads = ", ".join(plot_label(head) for head in found[:4]) or "none"
+    def gate_columns(self) -> dict[str, object]:
+        """The gate's part of a findings-table row."""
         letter, share = self.gate.favourite
         return {
             "model": self.model,
@@ -603,8 +601,16 @@ class MCQStudy:
             "picks": f"{letter!r} {share:.0%}",
             "2 options: accuracy": f"{self.gate_two.accuracy} (p = {self.gate_two.p_value:.2f})",
             "gate": "pass" if self.gate.passed or self.gate_two.passed else "fail",
+        }
+
+    def row(self, family: str) -> dict[str, object]:
+        """One row of a page's findings table; `family` is one of `CLASSES`."""
+        found = self.signature.heads(family)
+        heads = ", ".join(plot_label(head) for head in found[:4]) or "none"
+        return {
+            **self.gate_columns(),
             f"{FAMILY_NAMES[family]} signature (heads)": f"{len(found)}: {heads}" + (" ..." if len(found) > 4 else ""),
-            "causal role": "tested" if self.gate.passed else "not testable (no behaviour)",
+            "causal role": "tested" if self.gate.passed or self.gate_two.passed else "not testable (no behaviour)",
         }
 
 
