@@ -149,6 +149,27 @@ def test_check_from_measures_changes_from_the_clean_row_and_counts_random_draws(
 
 
 def test_findings_row_rejects_an_unknown_kind():
-    study = conflict.ConflictStudy(model="m", knowledge=None, prompts=None, shares=None, screen=None, ablation=None)
+    study = conflict.ConflictStudy(model="m", knowledge=None, prompts=None, answers=None, screen=None, ablation=None)
     with pytest.raises(ValueError, match="'memory' or 'context'"):
         study.row("induction")
+
+
+def test_answers_under_conflict_for_a_model_that_always_copies_the_context():
+    def copy_sixth_token(tokens):  # "The capital of X is Y ." : token 5 is the context capital Y
+        out = torch.zeros(tokens.shape[0], tokens.shape[1], 64)
+        out[torch.arange(tokens.shape[0]), -1, tokens[:, 5]] = 5.0
+        return out
+
+    model = StubModel(copy_sixth_token)
+    pairs = conflict.capital_pairs(model, TABLE)
+    prompts = conflict.conflict_prompts(model, pairs, n=6, seed=0)
+    answers = conflict.answers_under_conflict(model, prompts)
+    assert answers.context_share.mean == 1.0 and answers.top1["context"].mean == 1.0
+    assert answers.memory_minus_context.tolist() == [-5.0] * 6
+    assert answers.memory_only_share.mean == 0.0  # no context: both capitals tie at 0, so context does not win
+
+
+def test_the_table_has_over_100_distinct_countries_and_no_capital_named_like_its_country():
+    countries = [country for country, _ in conflict.COUNTRY_CAPITALS]
+    assert len(countries) >= 100 and len(set(countries)) == len(countries)
+    assert all(capital != country for country, capital in conflict.COUNTRY_CAPITALS)

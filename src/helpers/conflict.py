@@ -289,24 +289,67 @@ def _pick(model, template: str, pairs: Sequence[Pair]) -> Bool[Tensor, "pair"]:
 def knowledge(model, pairs: Sequence[Pair], *, seed: int = 0) -> Knowledge:
     """The behaviour gate (does the model know capitals?) and the pairs it knows.
 
-    Accuracy is counted among the candidate capitals (every capital in `pairs`) rather than as top-1
-    over the vocabulary: after "A:" a chat-tuned 135M model often starts with a word such as " The",
-    which says nothing about which capital it holds. The null is paired and keeps the model's own
-    answers: the same prediction scored against a deranged pair's capital, so a model that always
-    says " Paris" gains nothing over its null (chance is 1 / number of candidates).
+    The gate asks every pair in two phrasings (`QUESTION` and `SELECTION`), so a table of 38 usable
+    pairs gives 76 prompts. Accuracy is counted among the candidate capitals (every capital in
+    `pairs`) rather than as top-1 over the vocabulary: after "A:" a small chat model's top token is
+    usually a newline or " The", which says nothing about which capital it holds. The null is paired
+    and keeps the model's own answers: the same prediction scored against a deranged pair's capital,
+    so a model that always says " Paris" gains nothing over its null (chance is 1 / candidates).
+
+    The known pairs are those answered right in the `SELECTION` phrasing only; the experiment asks
+    in the `QUESTION` phrasing, so its prompts did not select themselves.
     """
     pairs = list(pairs)
-    tokens = tokenize_prompts(model, [QUESTION.format(country=country) for country, _ in pairs])
-    candidate_logits, _ = last_logits(model, tokens, capital_ids(model, pairs))
-    picked = candidate_logits.argmax(dim=-1)
-    correct = picked == torch.arange(len(pairs))
-    shuffled = picked == derangement(len(pairs), seed=seed)
+    ids, n = capital_ids(model, pairs), len(pairs)
+    picked = {}
+    for template in (QUESTION, SELECTION):
+        tokens = tokenize_prompts(model, [template.format(country=country) for country, _ in pairs])
+        picked[template] = last_logits(model, tokens, ids)[0].argmax(dim=-1)  # [pair]
+    both = torch.cat([picked[QUESTION], picked[SELECTION]])
+    correct = both == torch.arange(n).repeat(2)
+    shuffled = both == derangement(n, seed=seed).repeat(2)
     gate = stats.behaviour_gate(correct.float(), shuffled.float(), paired=True, seed=seed,
                                 name="capital recall", metric_name="accuracy among the candidate capitals",
                                 null_name="scored against another country's capital")
-    selected = _pick(model, SELECTION, pairs)
-    return Knowledge(gate=gate, pairs=tuple(pairs), correct=correct,
+    selected = picked[SELECTION] == torch.arange(n)
+    return Knowledge(gate=gate, pairs=tuple(pairs), correct=correct[:n],
                      known=tuple(pair for pair, ok in zip(pairs, selected.tolist()) if ok))
+
+
+@dataclass(frozen=True)
+class Answers:
+    """How the model answers one set of conflict prompts.
+
+    Attributes:
+        top1: shares of memory / context / other among the top-1 tokens over the whole vocabulary.
+        context_share: two-way share of prompts where the context capital's logit beats the memory
+            capital's (conflict form); ``memory_only_share`` is the same comparison with no context
+            (how often the counterfactual would win anyway).
+        memory_minus_context: ``[batch]`` logit differences on the conflict form.
+    """
+
+    top1: dict[str, stats.Estimate]
+    context_share: stats.Estimate
+    memory_only_share: stats.Estimate
+    memory_minus_context: Float[Tensor, "batch"]
+
+
+def answers_under_conflict(model, prompts: ConflictPrompts, *, seed: int = 0) -> Answers:
+    """Top-1 answer kinds and the two-way memory-vs-context comparison, with and without the context."""
+    candidates = torch.unique(torch.cat([prompts.memory_ids, prompts.context_ids]))
+    column = {token: i for i, token in enumerate(candidates.tolist())}
+    memory_col = torch.tensor([column[t] for t in prompts.memory_ids.tolist()])
+    context_col = torch.tensor([column[t] for t in prompts.context_ids.tolist()])
+    rows = torch.arange(len(prompts))
+    out = {}
+    for form in ("conflict", "memory_only"):
+        logits, top1 = last_logits(model, getattr(prompts, form), candidates)
+        out[form] = (logits[rows, memory_col] - logits[rows, context_col], top1)
+    difference, top1 = out["conflict"]
+    return Answers(top1=answer_shares(answer_kinds(top1, prompts.memory_ids, prompts.context_ids), seed=seed),
+                   context_share=stats.bootstrap_ci(context_wins(difference).float(), seed=seed),
+                   memory_only_share=stats.bootstrap_ci(context_wins(out["memory_only"][0]).float(), seed=seed),
+                   memory_minus_context=difference)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -469,7 +512,7 @@ class ConflictStudy:
     model: str
     knowledge: Knowledge
     prompts: ConflictPrompts | None
-    shares: dict[str, stats.Estimate] | None  # top-1 answers on the conflict prompts
+    answers: Answers | None
     screen: HeadScreen | None
     ablation: ConflictAblation | None
 
@@ -480,14 +523,14 @@ class ConflictStudy:
         gate = self.knowledge.gate
         row = {"model": self.model, "knows capitals (gate)": f"{'pass' if gate.passed else 'fail'}: {gate.metric} "
                f"vs {gate.null}", "known pairs": f"{len(self.knowledge.known)} of {len(self.knowledge.pairs)}"}
-        if self.screen is None or self.ablation is None or self.shares is None:
+        if self.screen is None or self.ablation is None or self.answers is None:
             return row | {"note": "gate failed: no head screen"}
         heads = self.screen.memory_heads(3) if kind == "memory" else self.screen.context_heads(3)
         check = self.ablation.memory if kind == "memory" else self.ablation.context
         label = "memory heads ablated" if kind == "memory" else "context heads ablated"
         return row | {
-            "answers under conflict (memory / context / other)":
-                " / ".join(f"{self.shares[k].mean:.0%}" for k in ANSWER_KINDS),
+            "context beats memory (no context / conflict)":
+                f"{self.answers.memory_only_share.mean:.0%} / {self.answers.context_share}",
             f"top {kind} heads (DLA)": ", ".join(f"L{l}H{h} ({self.screen.conflict[l, h]:+.2f})" for l, h in heads),
             "ablation effect (logit diff)": str(check.top),
             "random heads": str(check.random),
@@ -505,16 +548,16 @@ def run_conflict_study(model, name: str, *, sizes: ConflictSizes = ConflictSizes
     pairs = capital_pairs(model)
     known = knowledge(model, pairs, seed=seed)
     if not known.gate.passed or len(known.known) < 2:
-        return ConflictStudy(model=name, knowledge=known, prompts=None, shares=None, screen=None, ablation=None)
+        return ConflictStudy(model=name, knowledge=known, prompts=None, answers=None, screen=None, ablation=None)
     prompts = conflict_prompts(model, known.known, n=sizes.screen_prompts, seed=seed + 10, counterfactuals=pairs)
-    _, top1 = last_logits(model, prompts.conflict, prompts.memory_ids[:1])
-    shares = answer_shares(answer_kinds(top1, prompts.memory_ids, prompts.context_ids), seed=seed)
+    answers = answers_under_conflict(model, prompts, seed=seed)
     screen = screen_heads(model, prompts)
     ablation = causal_check(
         model, conflict_prompts(model, known.known, n=sizes.ablation_prompts, seed=seed + 20, counterfactuals=pairs),
         conflict_prompts(model, pairs, n=sizes.reference_prompts, seed=seed + 30),
         screen.memory_heads(sizes.top_k), screen.context_heads(sizes.top_k), n_random=sizes.n_random, seed=seed)
-    return ConflictStudy(model=name, knowledge=known, prompts=prompts, shares=shares, screen=screen, ablation=ablation)
+    return ConflictStudy(model=name, knowledge=known, prompts=prompts, answers=answers, screen=screen,
+                         ablation=ablation)
 
 
 def run_on(name: str, *, sizes: ConflictSizes = ConflictSizes(), seed: int = 0) -> ConflictStudy:
