@@ -161,3 +161,20 @@ def test_shots_come_before_the_question_and_bad_labels_are_refused(smollm2):
     with pytest.raises(ValueError, match="single tokens"):
         mcq.mcq_task(smollm2, n=4, seed=0, labels=["Alpha", "Beta"])
     assert math.isclose(mcq.binomial_p_greater(1, 1, 0.5), 0.5)
+
+
+def test_end_patches_with_the_prompts_own_residual_change_nothing(tiny_llama_gqa):
+    from helpers import capture, interventions
+
+    tokens = torch.randint(3, 40, (3, 7), generator=torch.Generator().manual_seed(4))
+    resid = capture.residual_at_end(tiny_llama_gqa, tokens, [0, 1])
+    final = interventions.final_with_end_patches(tiny_llama_gqa, tokens, [(0, resid[0]), (1, resid[1])])
+    clean = capture.read_end(tiny_llama_gqa, tokens).final
+    assert final.shape == (2, 3, clean.shape[-1])
+    for patched in final:
+        torch.testing.assert_close(patched, clean, atol=1e-5, rtol=1e-4)
+    other = capture.residual_at_end(tiny_llama_gqa, tokens.flip(0), [1])[1]  # another prompt's last stream
+    swapped = interventions.final_with_end_patches(tiny_llama_gqa, tokens, [(1, other)])[0]
+    torch.testing.assert_close(swapped, clean.flip(0), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="each patch"):
+        interventions.final_with_end_patches(tiny_llama_gqa, tokens, [(5, resid[0])])
