@@ -421,8 +421,8 @@ def balanced(biases: dict[str, Float[Tensor, "item"]]) -> Float[Tensor, "item"]:
 class Sizes:
     """Prompt counts for the page's steps (the parameters cell sets these)."""
 
-    gate_pairs_per_kind: int = 17
-    screen_pairs_per_kind: int = 6
+    gate_pairs_per_kind: int = 12
+    screen_pairs_per_kind: int = 4
     ablation_pairs_per_kind: int = 2
     top_k: int = 3
     n_random: int = 20
