@@ -49,7 +49,7 @@ notebooks: venv models $(CIRCUITSVIS_BUNDLE)
 	cp -r _config.yml _toc.yml book notebooks _static $(STAGE)/
 	sed -i 's/^  execute_notebooks: cache /  execute_notebooks: "off" /' $(STAGE)/_config.yml
 	grep -q 'execute_notebooks: "off"' $(STAGE)/_config.yml
-	$(BIN)/python -m pytest -q --nbmake --overwrite --nbmake-kernel=python3 --nbmake-timeout=600 $(STAGE)/notebooks
+	$(BIN)/python -m pytest -q --durations=0 --nbmake --overwrite --nbmake-kernel=python3 --nbmake-timeout=600 $(STAGE)/notebooks
 
 strict-book: notebooks
 	$(BIN)/jupyter-book build -W -n --keep-going --all $(STAGE) --path-output .
