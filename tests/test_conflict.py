@@ -39,6 +39,18 @@ class StubModel:
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.logits_for(tokens)
 
+    # What capture.last_position_logits needs: the final norm's output goes through W_U. Here the
+    # "residual" is the logits themselves and W_U the identity.
+    W_U = torch.eye(64)
+    unembed = SimpleNamespace()
+
+    def run_with_hooks(self, tokens: torch.Tensor, fwd_hooks=()) -> torch.Tensor:
+        logits = self.logits_for(tokens)
+        for name, hook in fwd_hooks:
+            if name == "ln_final.hook_out":
+                hook(logits)
+        return logits
+
 
 TABLE = [(f"Land{i}", f"City{i}") for i in range(12)] + [
     ("Two Words", "City20"),  # a two-token country: outnumbered by one-token countries, so dropped

@@ -66,3 +66,17 @@ def test_random_head_sets_are_seeded_distinct_and_skip_excluded_heads():
     with pytest.raises(ValueError, match=r"k must lie in \[1, 10\]"):
         interventions.random_head_sets(3, 4, k=11, n_draws=1, seed=0, exclude=[(0, 0), (1, 1)])
 
+
+
+def test_last_position_only_gives_the_same_metric(tiny_gpt2):
+    tokens = torch.randint(3, 40, (3, 6), generator=torch.Generator().manual_seed(5))
+    means = capture.mean_head_outputs(tiny_gpt2, tokens)
+
+    def last_logit(logits, toks):
+        return logits[:, -1, 7]
+
+    sets = [[], [(0, 1)], [(1, 0), (0, 0)]]
+    full = interventions.ablated_metric(tiny_gpt2, tokens, sets, last_logit, mode="mean", means=means)
+    last = interventions.ablated_metric(tiny_gpt2, tokens, sets, last_logit, mode="mean", means=means,
+                                        last_position_only=True)
+    torch.testing.assert_close(last, full, atol=1e-5, rtol=1e-5)

@@ -214,3 +214,27 @@ def residual_at_end(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], 
     except _Captured:
         pass
     return store
+
+
+@torch.no_grad()
+def last_position_logits(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], *,
+                         fwd_hooks: list | tuple = ()) -> Float[Tensor, "batch vocab"]:
+    """Logits at the last position only, with optional extra hooks (e.g. ablations) in the same pass.
+
+    The forward pass stops at the final norm and only the last position is unembedded: on short
+    prompts Gemma's 262k-column unembedding at every position costs more than the rest of the model.
+    """
+    check_tokens(model, tokens)
+    store: dict[str, Tensor] = {}
+
+    def keep_and_stop(activation: Tensor, hook=None) -> None:
+        store["final"] = activation[:, -1].detach()
+        raise _Captured
+
+    try:
+        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=[*fwd_hooks, ("ln_final.hook_out", keep_and_stop)])
+    except _Captured:
+        pass
+    logits = store["final"] @ model.W_U
+    bias = getattr(model.unembed, "b_U", None)
+    return logits + bias if isinstance(bias, Tensor) else logits

@@ -240,13 +240,13 @@ def last_logits(model, tokens: Int[Tensor, "batch pos"], ids: Int[Tensor, "candi
                 ) -> tuple[Float[Tensor, "batch candidate"], Int[Tensor, "batch"]]:
     """Logits of the candidate tokens and the top-1 token id at the last position, in mini-batches.
 
-    Only the last row of each prompt's logits is kept: with Gemma's 262k vocabulary a full batch of
-    logits would take gigabytes.
+    Only the last position is unembedded: with Gemma's 262k vocabulary a full batch of logits would
+    take gigabytes, and most of the forward pass's time.
     """
-    rows = capture.rows_per_chunk(model, tokens.shape[1])
+    rows = capture.rows_per_chunk(model, 1)
     picked, top1 = [], []
     for chunk in tokens.split(rows):
-        last = model(chunk.to(model.cfg.device))[:, -1].float().cpu()
+        last = capture.last_position_logits(model, chunk).float().cpu()
         picked.append(last[:, ids])
         top1.append(last.argmax(dim=-1))
     return torch.cat(picked), torch.cat(top1)
@@ -475,7 +475,8 @@ def causal_check(model, prompts: ConflictPrompts, reference: ConflictPrompts, me
         return attribution.logit_difference(logits, memory_ids.repeat(repeats), context_ids.repeat(repeats))
 
     values = interventions.ablated_metric(model, prompts.conflict, [[], memory_heads, context_heads] + draws,
-                                          memory_preference, mode="mean", means=means)  # [set, prompt]
+                                          memory_preference, mode="mean", means=means,
+                                          last_position_only=True)  # [set, prompt]
     wins = context_wins(values[:3]).float()
     labels = ("clean", "memory heads ablated", "context heads ablated")
     return ConflictAblation(

@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from helpers.capture import check_tokens, rows_per_chunk, z_hook
+from helpers.capture import check_tokens, last_position_logits, rows_per_chunk, z_hook
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -74,6 +74,7 @@ def ablated_metric(
     mode: Mode = "zero",
     means: Float[Tensor, "layer ... head d_head"] | None = None,
     max_rows: int | None = None,
+    last_position_only: bool = False,
 ) -> Float[Tensor, "set batch"]:
     """`metric` on every prompt with each head set ablated in turn.
 
@@ -85,6 +86,9 @@ def ablated_metric(
         mode: ``"zero"`` replaces the heads' ``hook_z`` with zeros; ``"mean"`` with `means`
             (from `capture.mean_head_outputs`), which keeps the activation on-distribution.
         max_rows: rows (prompt copies) per forward pass; defaults to a logits budget of ~256 MB.
+        last_position_only: unembed only the last position, so `metric` receives logits
+            ``[rows, 1, vocab]``; for metrics read at the answer slot this saves most of a
+            large-vocabulary model's cost (Gemma).
 
     Returns:
         ``[set, batch]`` metric values.
@@ -99,7 +103,7 @@ def ablated_metric(
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     masks = head_set_masks(head_sets, n_layers, n_heads)
     batch, seq_len = tokens.shape
-    rows = max(max_rows or rows_per_chunk(model, seq_len), 1)
+    rows = max(max_rows or rows_per_chunk(model, 1 if last_position_only else seq_len), 1)
     sets_per_pass = max(1, rows // batch)
     results = []
     for start in range(0, len(head_sets), sets_per_pass):
@@ -111,7 +115,10 @@ def ablated_metric(
             for layer in range(n_layers) if chunk[:, layer].any()
         ]
         device_tokens = repeated.to(model.cfg.device)
-        logits = model.run_with_hooks(device_tokens, fwd_hooks=hooks) if hooks else model(device_tokens)
+        if last_position_only:
+            logits = last_position_logits(model, device_tokens, fwd_hooks=hooks)[:, None]
+        else:
+            logits = model.run_with_hooks(device_tokens, fwd_hooks=hooks) if hooks else model(device_tokens)
         values = metric(logits, device_tokens).float().cpu()
         results.append(values.reshape(len(chunk), batch))
     return torch.cat(results)
