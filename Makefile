@@ -43,7 +43,8 @@ unit: venv
 # The notebooks run once: nbmake executes a copy of the book's sources in $(STAGE) and writes the
 # outputs into it (--overwrite), and the strict build renders those outputs instead of executing
 # every notebook a second time. The committed notebooks stay without outputs.
-STAGE := _build/executed
+# Not under _build/: nbmake skips every notebook with a _build folder in its path.
+STAGE := _executed
 notebooks: venv models $(CIRCUITSVIS_BUNDLE)
 	rm -rf $(STAGE) && mkdir -p $(STAGE)
 	cp -r _config.yml _toc.yml book notebooks _static $(STAGE)/
@@ -64,4 +65,4 @@ benchmarks: venv models
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf _build
+	rm -rf _build $(STAGE)
