@@ -59,7 +59,7 @@ def test_an_earlier_position_is_attributed_at_that_position(tiny_llama_gqa):
 def test_a_stopped_run_leaves_no_hooks_behind(tiny_llama_gqa):
     tokens = torch.randint(3, 40, (2, 5), generator=torch.Generator().manual_seed(3))
     before = tiny_llama_gqa(tokens)
-    run = capture.run_for_attribution(tiny_llama_gqa, tokens)
+    run = capture.read_end(tiny_llama_gqa, tokens)
     assert len(run.z) == tiny_llama_gqa.cfg.n_layers and run.final_scale.shape == (2, 1)
     torch.testing.assert_close(tiny_llama_gqa(tokens), before)
 

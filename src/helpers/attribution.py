@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from helpers.capture import check_tokens, run_for_attribution
+from helpers.capture import check_tokens, read_end
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -85,7 +85,7 @@ def head_logit_attribution(model: TransformerBridge, tokens: Int[Tensor, "batch 
     check_tokens(model, tokens)
     batch = tokens.shape[0]
     _check_answers(answers, wrong, batch, model.cfg.d_vocab)
-    run = run_for_attribution(model, tokens, position=position)
+    run = read_end(model, tokens, position=position)
     read = final_read(model, answer_directions(model, answers, wrong)) / run.final_scale  # [batch, d_model]
     w_o = model.W_O.float().cpu()  # the bridge stacks every layer's weights on each access: read it once
     out = []

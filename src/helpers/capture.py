@@ -93,50 +93,6 @@ class _Captured(Exception):
 
 
 @dataclass(frozen=True)
-class AttributionRun:
-    """What direct logit attribution needs from one forward pass, all at one position, on the CPU.
-
-    ``z``: per layer ``[batch, head, d_head]``; ``final_scale``: the final norm's scale ``[batch, 1]``;
-    ``post_scale``: per layer ``[batch]`` for models that normalise the attention output (Gemma), else None.
-    """
-
-    z: list[Tensor]
-    final_scale: Tensor
-    post_scale: list[Tensor] | None
-
-
-@torch.no_grad()
-def run_for_attribution(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], *, position: int = -1
-                        ) -> AttributionRun:
-    """Cache ``hook_z`` and the norm scales at `position`, stopping before the logits are computed."""
-    check_tokens(model, tokens)
-    n_layers = model.cfg.n_layers
-    has_post = hasattr(model.blocks[0], "ln1_post")
-    store: dict[str, Tensor] = {}
-
-    def keep(name: str):
-        def hook(activation: Tensor, hook=None) -> None:
-            store[name] = activation[:, position].detach().float().cpu()
-        return hook
-
-    def keep_and_stop(activation: Tensor, hook=None) -> None:
-        store["final"] = activation[:, position].detach().float().cpu()
-        raise _Captured
-
-    hooks = [(z_hook(layer), keep(z_hook(layer))) for layer in range(n_layers)]
-    if has_post:
-        hooks += [(f"blocks.{layer}.ln1_post.hook_scale", keep(f"post{layer}")) for layer in range(n_layers)]
-    hooks.append(("ln_final.hook_scale", keep_and_stop))
-    try:
-        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=hooks)
-    except _Captured:
-        pass
-    z = [store[z_hook(layer)] for layer in range(n_layers)]
-    post = [store[f"post{layer}"].reshape(-1) for layer in range(n_layers)] if has_post else None
-    return AttributionRun(z=z, final_scale=store["final"].reshape(-1, 1), post_scale=post)
-
-
-@dataclass(frozen=True)
 class EndRead:
     """What one forward pass leaves at the last position (END), on the CPU.
 
@@ -153,8 +109,10 @@ class EndRead:
 
 
 @torch.no_grad()
-def read_end(model: TransformerBridge, tokens: Int[Tensor, "batch pos"]) -> EndRead:
+def read_end(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], *, position: int = -1) -> EndRead:
     """Attention rows, head outputs and the normed residual at END, stopping before the logits.
+
+    `position` reads another position instead of the last one (direct logit attribution there).
 
     Gemma's 262k-token unembedding costs more than the rest of the model on short prompts; answers that
     are a handful of tokens need only those columns of it (e.g. `mcq.label_logits`).
@@ -166,11 +124,11 @@ def read_end(model: TransformerBridge, tokens: Int[Tensor, "batch pos"]) -> EndR
 
     def keep(name: str, pattern: bool = False):
         def hook(activation: Tensor, hook=None) -> None:
-            store[name] = (activation[:, :, -1] if pattern else activation[:, -1]).detach().float().cpu()
+            store[name] = (activation[:, :, position] if pattern else activation[:, position]).detach().float().cpu()
         return hook
 
     def keep_and_stop(activation: Tensor, hook=None) -> None:
-        store["final"] = activation[:, -1].detach().float().cpu()
+        store["final"] = activation[:, position].detach().float().cpu()
         raise _Captured
 
     hooks = [(z_hook(layer), keep(z_hook(layer))) for layer in range(n_layers)]
