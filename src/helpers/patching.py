@@ -1,0 +1,282 @@
+"""Activation patching and path patching of attention heads, read at the last position (END).
+
+Patching asks a counterfactual question: if this head had computed what it computes on another prompt
+(IOI's "ABC" twin, an acronym with other words), how much of the answer survives? Three tools:
+
+- `patched_final`: each head set's ``hook_z`` is replaced by the source run's, one set per copy of the
+  batch. With ``path=True`` every *other* head is frozen at its clean output, so only the direct paths
+  from the senders to the logits (through MLPs and norms, not through later heads) change: Wang et al.'s
+  path patching to the logits.
+- `path_patched_receivers`: the same sender change, but it reaches the model only through chosen
+  receiver heads' *queries* at END (Wang et al.'s sender -> receiver-query patching; how S-inhibition heads
+  were found). Returns the receivers' attention rows and the final residual of the second pass.
+- `attribution_patching`: a first-order estimate of every head's patching effect from one forward and
+  one backward pass, to rank all heads before checking the top ones exactly.
+
+Everything stops at the final norm and returns its output at END: the logit difference of two answers
+needs two columns of the unembedding (`end_logit_diff`), not Gemma's 262k. With `capture` and
+`interventions`, this is one of the three modules that name hook points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from helpers.attribution import answer_directions
+from helpers.capture import check_tokens, pattern_hook, z_hook
+from helpers.interventions import Head, check_heads, head_set_masks
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+FINAL = "ln_final.hook_out"
+DEFAULT_MAX_ROWS = 512
+
+
+class _Done(Exception):
+    """Raised by the last hook a pass needs, so the forward pass stops early."""
+
+
+def q_hook(layer: int) -> str:
+    """Per-query-head queries before the rotary embedding, ``[batch, pos, head, d_head]``."""
+    return f"blocks.{layer}.attn.hook_q"
+
+
+def _run(model: TransformerBridge, tokens: Tensor, hooks: list) -> None:
+    try:
+        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=hooks)
+    except _Done:
+        pass
+
+
+def _keep_final(store: dict[str, Tensor]):
+    def hook(activation: Tensor, hook=None) -> None:
+        store["final"] = activation[:, -1].detach().float().cpu()
+        raise _Done
+    return hook
+
+
+@torch.no_grad()
+def head_outputs(model: TransformerBridge, tokens: Int[Tensor, "batch pos"]
+                 ) -> Float[Tensor, "layer batch pos head d_head"]:
+    """Every head's ``hook_z`` on `tokens`, from one pass that stops before the final norm."""
+    check_tokens(model, tokens)
+    store: dict[int, Tensor] = {}
+
+    def keep(layer: int):
+        def hook(activation: Tensor, hook=None) -> None:
+            store[layer] = activation.detach().clone()
+        return hook
+
+    def stop(activation: Tensor, hook=None) -> None:
+        raise _Done
+
+    _run(model, tokens, [(z_hook(layer), keep(layer)) for layer in range(model.cfg.n_layers)]
+         + [("ln_final.hook_in", stop)])
+    return torch.stack([store[layer] for layer in range(model.cfg.n_layers)])
+
+
+def _check_source(model: TransformerBridge, tokens: Tensor, source_z: Tensor) -> None:
+    batch, seq_len = tokens.shape
+    expected = (model.cfg.n_layers, batch, seq_len, model.cfg.n_heads)
+    if tuple(source_z.shape[:4]) != expected:
+        raise ValueError(f"source_z must be [layer, batch, pos, head, d_head] = {expected} + (d_head,), as returned "
+                         f"by head_outputs on prompts of the same shape as tokens; got {tuple(source_z.shape)}. "
+                         "Clean and source prompts need equal token lengths.")
+
+
+def _replace_hook(patch: Tensor, source: Tensor, base: Tensor | None):
+    """z -> base + patch * (source - base), where base is the running z (activation patching) or the
+    frozen clean z (path patching). ``patch``: ``[rows, head]`` 1 where a head takes the source value."""
+    def hook(z: Tensor, hook=None) -> Tensor:
+        weight = patch.to(z.device, z.dtype)[:, None, :, None]
+        start = z if base is None else base.to(z.device, z.dtype)
+        return start + weight * (source.to(z.device, z.dtype) - start)
+    return hook
+
+
+def _chunks(n_sets: int, batch: int, max_rows: int | None) -> list[range]:
+    per_pass = max(1, (max_rows or DEFAULT_MAX_ROWS) // batch)
+    return [range(start, min(start + per_pass, n_sets)) for start in range(0, n_sets, per_pass)]
+
+
+def _patch_hooks(model: TransformerBridge, chunk_masks: Tensor, source_z: Tensor, clean_z: Tensor | None) -> list:
+    """Hooks for one chunk of head sets (set-major rows); with `clean_z`, every layer is frozen at it."""
+    n_sets = chunk_masks.shape[0]
+    hooks = []
+    for layer in range(model.cfg.n_layers):
+        layer_mask = chunk_masks[:, layer]
+        if clean_z is None and not layer_mask.any():
+            continue
+        patch = layer_mask.float().repeat_interleave(source_z.shape[1], dim=0)  # [sets * batch, head]
+        source = source_z[layer].repeat(n_sets, 1, 1, 1)
+        base = None if clean_z is None else clean_z[layer].repeat(n_sets, 1, 1, 1)
+        hooks.append((z_hook(layer), _replace_hook(patch, source, base)))
+    return hooks
+
+
+@torch.no_grad()
+def patched_final(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
+                  source_z: Float[Tensor, "layer batch pos head d_head"], head_sets: Sequence[Sequence[Head]], *,
+                  path: bool = False, clean_z: Tensor | None = None, max_rows: int | None = None
+                  ) -> Float[Tensor, "set batch d_model"]:
+    """The final norm's output at END with each set's heads taking their `source_z` outputs.
+
+    Args:
+        source_z: from `head_outputs` on the source prompts (e.g. the corrupted twins), or any tensor of
+            that shape (e.g. mean outputs broadcast over the batch, for mean ablation).
+        head_sets: ``[[]]`` gives the clean run; ``[[(9, 6)], [(9, 9)]]`` one head at a time.
+        path: freeze every head outside the set at its clean output (path patching to the logits).
+        clean_z: the clean run's `head_outputs`, if already computed (only used with `path`).
+    """
+    check_tokens(model, tokens)
+    _check_source(model, tokens, source_z)
+    if len(head_sets) == 0:
+        raise ValueError("head_sets is empty; pass [[]] for the clean run")
+    masks = head_set_masks(head_sets, model.cfg.n_layers, model.cfg.n_heads)
+    if path and clean_z is None:
+        clean_z = head_outputs(model, tokens)
+    batch = tokens.shape[0]
+    finals = []
+    for chunk in _chunks(len(head_sets), batch, max_rows):
+        store: dict[str, Tensor] = {}
+        hooks = _patch_hooks(model, masks[chunk.start:chunk.stop], source_z, clean_z if path else None)
+        _run(model, tokens.repeat(len(chunk), 1), hooks + [(FINAL, _keep_final(store))])
+        finals.append(store["final"].reshape(len(chunk), batch, -1))
+    return torch.cat(finals)
+
+
+def end_logit_diff(model: TransformerBridge, final: Float[Tensor, "... batch d_model"],
+                   answers: Int[Tensor, "batch"], wrong: Int[Tensor, "batch"]) -> Float[Tensor, "... batch"]:
+    """``logit[answer] - logit[wrong]`` at END from the final norm's output (two unembedding columns)."""
+    directions = answer_directions(model, answers, wrong)  # [batch, d_model]
+    value = (final.float() * directions).sum(-1)
+    bias = getattr(model.unembed, "b_U", None)
+    if isinstance(bias, Tensor):
+        bias = bias.float().cpu()
+        value = value + bias[answers] - bias[wrong]
+    return value
+
+
+@dataclass(frozen=True)
+class PathResult:
+    """What the receivers saw after sender -> receiver-query path patching.
+
+    ``final``: ``[set, batch, d_model]`` final norm output at END of the second pass;
+    ``attention``: ``[set, receiver, batch, key]`` each receiver's attention row at END.
+    """
+
+    final: Float[Tensor, "set batch d_model"]
+    attention: Float[Tensor, "set receiver batch key"]
+
+
+@torch.no_grad()
+def path_patched_receivers(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
+                           source_z: Float[Tensor, "layer batch pos head d_head"],
+                           sender_sets: Sequence[Sequence[Head]], receivers: Sequence[Head], *,
+                           clean_z: Tensor | None = None, max_rows: int | None = None) -> PathResult:
+    """Sender -> receiver-query path patching at END (Wang et al. 2023), one sender set per batch copy.
+
+    Pass 1: senders take `source_z`, every other head is frozen at its clean output, and the receivers'
+    queries at END are recorded. Pass 2: a clean run in which only the receivers' END queries are
+    replaced by the recorded ones. The change therefore reaches the output only through the receivers'
+    queries, along paths from the senders that avoid every other attention head.
+    """
+    check_tokens(model, tokens)
+    _check_source(model, tokens, source_z)
+    check_heads(receivers, model.cfg.n_layers, model.cfg.n_heads)
+    if not receivers or len(sender_sets) == 0:
+        raise ValueError("need at least one receiver head and one sender set ([[]] for the clean run)")
+    first_receiver = min(layer for layer, _ in receivers)
+    for senders in sender_sets:
+        if any(layer >= first_receiver for layer, _ in senders):
+            raise ValueError(f"senders must sit in layers before the first receiver (layer {first_receiver}); "
+                             f"got {list(senders)}")
+    masks = head_set_masks(sender_sets, model.cfg.n_layers, model.cfg.n_heads)
+    clean_z = head_outputs(model, tokens) if clean_z is None else clean_z
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in receivers:
+        by_layer.setdefault(layer, []).append(head)
+    last_receiver = max(by_layer)
+    batch = tokens.shape[0]
+    finals, rows_attention = [], []
+    for chunk in _chunks(len(sender_sets), batch, max_rows):
+        repeated = tokens.repeat(len(chunk), 1)
+        queries: dict[int, Tensor] = {}
+
+        def record(layer: int):
+            def hook(q: Tensor, hook=None) -> None:
+                queries[layer] = q[:, -1, by_layer[layer]].detach().clone()
+                if layer == last_receiver:
+                    raise _Done
+            return hook
+
+        hooks = _patch_hooks(model, masks[chunk.start:chunk.stop], source_z, clean_z)
+        _run(model, repeated, hooks + [(q_hook(layer), record(layer)) for layer in by_layer])
+
+        def replace(layer: int):
+            def hook(q: Tensor, hook=None) -> Tensor:
+                out = q.clone()
+                out[:, -1, by_layer[layer]] = queries[layer].to(out.device, out.dtype)
+                return out
+            return hook
+
+        patterns: dict[int, Tensor] = {}
+
+        def keep_pattern(layer: int):
+            def hook(pattern: Tensor, hook=None) -> None:
+                patterns[layer] = pattern[:, by_layer[layer], -1].detach().float().cpu()  # [rows, recv, key]
+            return hook
+
+        store: dict[str, Tensor] = {}
+        _run(model, repeated, [(q_hook(layer), replace(layer)) for layer in by_layer]
+             + [(pattern_hook(layer), keep_pattern(layer)) for layer in by_layer] + [(FINAL, _keep_final(store))])
+        finals.append(store["final"].reshape(len(chunk), batch, -1))
+        columns = [patterns[layer][:, i] for layer, head in receivers for i in [by_layer[layer].index(head)]]
+        rows_attention.append(torch.stack(columns, dim=1).reshape(len(chunk), batch, len(receivers), -1)
+                              .transpose(1, 2))
+    return PathResult(final=torch.cat(finals), attention=torch.cat(rows_attention))
+
+
+def attribution_patching(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
+                         source_z: Float[Tensor, "layer batch pos head d_head"],
+                         answers: Int[Tensor, "batch"], wrong: Int[Tensor, "batch"]) -> Float[Tensor, "layer head"]:
+    """First-order estimate of each head's activation-patching effect on the mean END logit difference.
+
+    ``effect(h) ~= sum over batch, positions, d_head of (source_z - clean_z) * d(metric)/d(z)``, averaged
+    over prompts: one forward and one backward pass for every head at once (Nanda's attribution
+    patching). It is exact for a metric linear in z and drifts where attention or norms react strongly,
+    so pages check the top heads with `patched_final`.
+    """
+    check_tokens(model, tokens)
+    _check_source(model, tokens, source_z)
+    directions = answer_directions(model, answers, wrong).to(model.cfg.device)
+    deltas = [torch.zeros(source_z.shape[1:], device=model.cfg.device, requires_grad=True)
+              for _ in range(model.cfg.n_layers)]
+    clean: dict[int, Tensor] = {}
+    store: dict[str, Tensor] = {}
+
+    def add_delta(layer: int):
+        def hook(z: Tensor, hook=None) -> Tensor:
+            clean[layer] = z.detach().float().cpu()
+            return z + deltas[layer].to(z.dtype)
+        return hook
+
+    def keep_final(activation: Tensor, hook=None) -> None:
+        store["final"] = activation[:, -1]
+        raise _Done
+
+    with torch.enable_grad():
+        _run(model, tokens, [(z_hook(layer), add_delta(layer)) for layer in range(model.cfg.n_layers)]
+             + [(FINAL, keep_final)])
+        metric = (store["final"].float() * directions.float()).sum(-1).mean()
+        grads = torch.autograd.grad(metric, deltas)
+    gradient = torch.stack([g.float().cpu() for g in grads])  # [layer, batch, pos, head, d_head]
+    difference = source_z.float().cpu() - torch.stack([clean[layer] for layer in range(model.cfg.n_layers)])
+    return (difference * gradient).sum(dim=(1, 2, 4))  # the metric is a batch mean already
