@@ -1,0 +1,92 @@
+"""OV-circuit readings against hand-built weights with known answers, and against a tiny bridge's own modules."""
+
+import pytest
+import torch
+
+from helpers import ov
+
+
+def _weights(w_v: torch.Tensor, *, heads: int, normalization: str = "RMS", vocab: int = 6) -> ov.OVWeights:
+    """A one-layer model where embedding, unembedding and W_O are identities, so the OV table is W_V."""
+    d = vocab
+    eye = torch.eye(d)
+    return ov.OVWeights(embed=eye * 3.0, ln_gain=torch.ones(1, d), w_v=w_v[None],
+                        w_o=eye.expand(heads, d, d).clone()[None], post_gain=None, final_gain=torch.ones(d),
+                        unembed=eye, normalization=normalization)
+
+
+def test_identity_ov_copies_every_token():
+    weights = _weights(torch.eye(6)[None], heads=1)
+    tokens = list(range(6))
+    assert ov.ov_copying_scores(weights, tokens)[0, 0].item() == 1.0
+    assert ov.ov_diagonal_strength(weights, tokens)[0, 0].item() > 0
+    table = ov.ov_logits(weights, (0, 0), [2], tokens)
+    assert table.argmax().item() == 2
+
+
+def test_negated_ov_never_copies_and_has_negative_strength():
+    weights = _weights(-torch.eye(6)[None], heads=1)
+    tokens = list(range(6))
+    assert ov.ov_copying_scores(weights, tokens)[0, 0].item() == 0.0
+    assert ov.ov_diagonal_strength(weights, tokens)[0, 0].item() < 0
+
+
+def test_gqa_query_head_reads_its_group_value_head():
+    # 4 query heads share 2 value heads: heads 0, 1 read the identity, heads 2, 3 the negation.
+    weights = _weights(torch.stack([torch.eye(6), -torch.eye(6)]), heads=4)
+    scores = ov.ov_copying_scores(weights, list(range(6)))[0]
+    assert scores.tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert [weights.kv_head(h) for h in range(4)] == [0, 0, 1, 1]
+
+
+def test_mapping_scores_follow_partners():
+    # W_V maps token i to token (i + 1) mod 6: a "successor" head. Partners i + 1 score 1, identity 0.
+    shift = torch.roll(torch.eye(6), shifts=1, dims=1)
+    weights = _weights(shift[None], heads=1)
+    sources = torch.arange(6)
+    assert ov.ov_mapping_scores(weights, sources, (sources + 1) % 6, sources)[0, 0].item() == 1.0
+    assert ov.ov_mapping_scores(weights, sources, sources, sources)[0, 0].item() == 0.0
+    assert ov.ov_partner_strength(weights, sources, (sources + 1) % 6, sources)[0, 0].item() > 0
+
+
+def test_layer_norm_centring_removes_a_shared_offset():
+    # With LayerNorm an embedding offset shared by all tokens is removed before W_V, so copying survives it.
+    weights = _weights(torch.eye(6)[None], heads=1, normalization="LN")
+    shifted = ov.OVWeights(**{**weights.__dict__, "embed": weights.embed + 5.0})
+    assert ov.ov_copying_scores(shifted, list(range(6)))[0, 0].item() == 1.0
+
+
+def test_bad_inputs_raise_clear_errors():
+    weights = _weights(torch.eye(6)[None], heads=1)
+    with pytest.raises(ValueError, match="outside the model"):
+        ov.ov_logits(weights, (0, 3), [0], [1])
+    with pytest.raises(ValueError, match="outside the model"):
+        ov.ov_logits(weights, (1, 0), [0], [1])
+    with pytest.raises(ValueError, match="among the candidates"):
+        ov.ov_mapping_scores(weights, [0, 1], [2, 3], [0, 1])
+    with pytest.raises(ValueError, match="one partner per source"):
+        ov.ov_mapping_scores(weights, [0, 1], [0], [0, 1])
+    with pytest.raises(ValueError, match="ids must lie"):
+        ov.ov_copying_scores(weights, [0, 99])
+
+
+def test_bridge_reading_matches_the_modules_weights(tiny_llama_gqa):
+    """On a real (tiny, GQA) bridge the table equals the product of the Hugging Face module weights."""
+    model = tiny_llama_gqa
+    hf = model.original_model if hasattr(model, "original_model") else None
+    layer, head = 1, 3  # query head 3 reads value head 1 (group of 2)
+    sources, targets = torch.tensor([2, 5, 7]), torch.tensor([3, 4, 9, 11])
+    table = ov.ov_logits(model, (layer, head), sources, targets)
+    assert table.shape == (3, 4)
+    assert torch.allclose(ov.all_ov_logits(model, sources, targets)[layer, head], table)
+    if hf is None:
+        pytest.skip("bridge does not expose the Hugging Face model")
+    inner = hf.model
+    d_head = model.cfg.d_head
+    x = inner.embed_tokens.weight[sources].float()
+    x = x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt() * inner.layers[layer].input_layernorm.weight
+    kv = head // 2
+    v = x @ inner.layers[layer].self_attn.v_proj.weight[kv * d_head:(kv + 1) * d_head].T
+    out = v @ inner.layers[layer].self_attn.o_proj.weight[:, head * d_head:(head + 1) * d_head].T
+    expected = (out * inner.norm.weight) @ hf.lm_head.weight[targets].T
+    assert torch.allclose(table, expected.detach(), atol=1e-4)
