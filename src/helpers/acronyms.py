@@ -1,0 +1,213 @@
+"""Acronym prompts in the format of García-Carrasco et al. (2024): "The C1 C2 C3 (A1A2" -> A3.
+
+"The Ketchup Lark Wreck (KL" should continue with "W". The paper builds prompts from nouns that are
+one GPT-2 token and tokenises the letters one by one; we do the same for any tokenizer: each noun is one
+token with its leading space (" Lark"), the parenthesis is the single token " (" and every capital is its
+own token ("K", "L"), so every prompt has the same length and the same positions.
+
+Choices (documented here, used by the page):
+
+- The three initials of a prompt are distinct, so the answer letter never already appears in the
+  acronym.
+- The competing ("wrong") letter is a capital that is not among the prompt's initials, drawn per prompt.
+  The *current word* corruption replaces C3 by a noun that starts with exactly that letter, so on the
+  corrupted prompt the roles swap and the logit difference ``logit[A3] - logit[wrong]`` changes sign
+  (as IOI's metric does between its clean and ABC prompts).
+- *Previous words* replaces C1 and C2 by nouns with new initials; *previous letters* replaces A1 and A2
+  by new capitals. Both keep C3, the answer and the wrong letter; new initials avoid every letter in use.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from helpers import stats
+from helpers.tasks import TaskBatch
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+NOUNS: tuple[str, ...] = tuple("""
+Apple Army Arrow Artist Author Baby Ball Bank Bear Bird Boat Body Book Bottle Box Boy Bread Bridge Brother
+Camera Car Card Castle Cat Chair Child Church City Cloud Coffee Computer Cook Country Court Cup Dance Daughter Day
+Desk Doctor Dog Door Dragon Dream Driver Eagle Earth Egg Engine Event Eye Face Factory Family Farm Father Field Film
+Fire Fish Flag Flower Forest Friend Game Garden Gate Ghost Gift Girl Glass Gold Guard Guest Gun Hair Hall Hand Hat
+Heart Hill Horse Hospital Hotel House Ice Idea Island Iron Jack Jar Jet Job Joke Judge Juice Jungle Key Kid King
+Kitchen Knife Knight Lady Lake Lamp Land Law Leader Letter Library Light Lion Lord Machine Man Map Market Master
+Meal Mirror Money Monkey Moon Mother Mountain Mouse Music Nation Needle Nest Net News Night Nose Note Number Nurse
+Ocean Office Oil Orange Owner Paper Park Party Pen Phone Piano Picture Pilot Plane Plant Player Pocket Police Queen
+Question Rabbit Radio Rain River Road Robot Rock Room Rose Salt School Sea Ship Shoe Shop Singer Sister Snow Soldier
+Song Star Stone Street Student Sun Table Teacher Tea Team Tiger Tool Tower Town Train Tree Truck Uncle Union Unit
+User Valley Van Village Voice Wall War Watch Water Wheel Window Wine Winter Wolf Woman Wood World Writer Yard Year
+Youth Zone Zoo""".split())
+
+LETTERS: tuple[str, ...] = tuple(string.ascii_uppercase)
+CORRUPTIONS: tuple[str, ...] = ("current word", "previous words", "previous letters")
+POSITIONS: tuple[str, ...] = ("c1", "c2", "c3", "paren", "a1", "end")
+
+
+def _one_token(model: TransformerBridge, text: str) -> int | None:
+    ids = model.tokenizer.encode(text, add_special_tokens=False)
+    return ids[0] if len(ids) == 1 else None
+
+
+def letter_ids(model: TransformerBridge) -> dict[str, int]:
+    """Token id of every capital letter written without a space ("K"); raises if one is not a single token."""
+    ids = {letter: _one_token(model, letter) for letter in LETTERS}
+    missing = [letter for letter, i in ids.items() if i is None]
+    if missing:
+        raise ValueError(f"capital letters {missing} are not single tokens for this tokenizer; the acronym "
+                         f"task needs one token per letter")
+    return ids  # type: ignore[return-value]
+
+
+def nouns_by_initial(model: TransformerBridge, nouns: Sequence[str] = NOUNS) -> dict[str, list[tuple[str, int]]]:
+    """The nouns that are one token with a leading space (" Lark"), grouped by initial: {"L": [("Lark", id)]}."""
+    groups: dict[str, list[tuple[str, int]]] = {}
+    for noun in nouns:
+        if not noun[:1].isupper() or noun[0] not in LETTERS:
+            raise ValueError(f"noun {noun!r} must start with a capital A-Z")
+        token = _one_token(model, " " + noun)
+        if token is not None:
+            groups.setdefault(noun[0], []).append((noun, token))
+    return groups
+
+
+@dataclass(frozen=True)
+class Acronyms:
+    """Clean acronym prompts and their three corrupted twins (same length, same positions).
+
+    ``clean.answers`` is A3's letter id, ``clean.wrong`` the competing letter; ``clean.corrupted`` is the
+    current-word twin; ``corrupted`` holds all three by name. ``nouns`` are the C3 noun ids and
+    ``initials`` their first letters' ids (for OV readings).
+    """
+
+    clean: TaskBatch
+    corrupted: Mapping[str, Int[Tensor, "batch pos"]]
+    letters: Int[Tensor, "26"]
+    nouns: Int[Tensor, "n_nouns"]
+    initials: Int[Tensor, "n_nouns"]
+
+    def __len__(self) -> int:
+        return len(self.clean)
+
+
+def acronyms(model: TransformerBridge, *, n: int, seed: int, nouns: Sequence[str] = NOUNS) -> Acronyms:
+    """`n` seeded prompts "The C1 C2 C3 (A1A2" with answer A3 and the paper's three corruptions."""
+    if n < 1:
+        raise ValueError(f"n must be a positive number of prompts; got {n}")
+    groups = nouns_by_initial(model, nouns)
+    if len(groups) < 7:
+        raise ValueError(f"only {len(groups)} initials have single-token nouns; need at least 7 (three for a "
+                         f"prompt, a wrong letter, two replacements): pass more nouns")
+    capitals = letter_ids(model)
+    the = _one_token(model, "The")
+    paren = _one_token(model, " (")
+    if the is None or paren is None:
+        raise ValueError("'The' and ' (' must be single tokens for this tokenizer")
+    bos = [model.tokenizer.bos_token_id] if model.cfg.default_prepend_bos else []
+    rng = random.Random(seed)
+    initials = sorted(groups)
+
+    def noun(letter: str) -> tuple[str, int]:
+        return rng.choice(groups[letter])
+
+    def build(words: list[tuple[str, int]], acronym: list[str]) -> tuple[list[int], str]:
+        ids = bos + [the] + [token for _, token in words] + [paren] + [capitals[a] for a in acronym]
+        text = "The " + " ".join(word for word, _ in words) + " (" + "".join(acronym)
+        return ids, text
+
+    rows: dict[str, list[list[int]]] = {"clean": [], **{name: [] for name in CORRUPTIONS}}
+    prompts, answers, wrong = [], [], []
+    for _ in range(n):
+        first, second, third, other = rng.sample(initials, 4)
+        words = [noun(first), noun(second), noun(third)]
+        ids, text = build(words, [first, second])
+        rows["clean"].append(ids)
+        prompts.append(text)
+        answers.append(capitals[third])
+        wrong.append(capitals[other])
+        rows["current word"].append(build([words[0], words[1], noun(other)], [first, second])[0])
+        fresh = rng.sample([x for x in initials if x not in (first, second, third, other)], 2)
+        rows["previous words"].append(build([noun(fresh[0]), noun(fresh[1]), words[2]], [first, second])[0])
+        rows["previous letters"].append(build(words, fresh)[0])
+    offset = len(bos)
+    batch = torch.full((n,), 0, dtype=torch.long)
+    positions = {name: batch + offset + i for i, name in enumerate(("the", "c1", "c2", "c3", "paren", "a1"))}
+    positions["end"] = batch + offset + 6
+    tensors = {name: torch.tensor(ids, dtype=torch.long) for name, ids in rows.items()}
+    clean = TaskBatch(name="acronyms", tokens=tensors["clean"], prompts=tuple(prompts),
+                      answers=torch.tensor(answers), wrong=torch.tensor(wrong),
+                      corrupted=tensors["current word"], positions=positions,
+                      info={"seed": seed, "initials": "".join(initials),
+                            "nouns": sum(len(g) for g in groups.values())})
+    pairs = [(token, capitals[letter]) for letter in initials for _, token in groups[letter]]
+    return Acronyms(clean=clean, corrupted={name: tensors[name] for name in CORRUPTIONS},
+                    letters=torch.tensor([capitals[x] for x in LETTERS]),
+                    nouns=torch.tensor([p[0] for p in pairs]), initials=torch.tensor([p[1] for p in pairs]))
+
+
+def letter_logits(end_logits: Float[Tensor, "batch vocab"], letters: Int[Tensor, "26"]
+                  ) -> Float[Tensor, "batch 26"]:
+    """The END logits of the 26 capital letters."""
+    return end_logits[:, letters.to(end_logits.device)].float().cpu()
+
+
+def letter_correct(end_logits: Float[Tensor, "batch vocab"], letters: Int[Tensor, "26"],
+                   answers: Int[Tensor, "batch"]) -> Bool[Tensor, "batch"]:
+    """Is the answer letter the top logit among the 26 capitals?"""
+    if end_logits.shape[0] != answers.shape[0]:
+        raise ValueError(f"{end_logits.shape[0]} logit rows for {answers.shape[0]} answers")
+    if not torch.isin(answers.cpu(), letters.cpu()).all():
+        raise ValueError("every answer must be one of the letter ids")
+    top = letters.cpu()[letter_logits(end_logits, letters).argmax(-1)]
+    return top == answers.cpu()
+
+
+def end_logit_difference(end_logits: Float[Tensor, "batch vocab"], answers: Int[Tensor, "batch"],
+                         wrong: Int[Tensor, "batch"]) -> Float[Tensor, "batch"]:
+    """``logit[answer] - logit[wrong]`` per prompt from END logits."""
+    rows = torch.arange(end_logits.shape[0])
+    logits = end_logits.float().cpu()
+    return logits[rows, answers.cpu()] - logits[rows, wrong.cpu()]
+
+
+@dataclass(frozen=True)
+class AcronymGate:
+    """The behaviour gate and the accuracy among the 26 capitals, with the per-prompt values."""
+
+    gate: stats.GateResult
+    accuracy: stats.Estimate
+    chance: float
+    clean_diff: Float[Tensor, "batch"]
+    corrupted_diff: Float[Tensor, "batch"]
+
+    def summary(self) -> str:
+        return (f"{self.gate.summary()}\naccuracy among the 26 capitals {self.accuracy} "
+                f"(chance {self.chance:.3f})")
+
+
+def acronym_gate(clean_logits: Float[Tensor, "batch vocab"], corrupted_logits: Float[Tensor, "batch vocab"],
+                 data: Acronyms, *, seed: int = 0) -> AcronymGate:
+    """Gate: the clean logit difference vs the current-word twin's (paired).
+
+    A model that ignored C3 would give the same two letter logits on both prompts, so the paired
+    difference is centred on zero under that null; the accuracy is reported against chance (1/26).
+    """
+    batch = data.clean
+    clean = end_logit_difference(clean_logits, batch.answers, batch.wrong)
+    corrupted = end_logit_difference(corrupted_logits, batch.answers, batch.wrong)
+    gate = stats.behaviour_gate(clean.numpy(), corrupted.numpy(), paired=True, seed=seed, name="acronyms",
+                                metric_name="logit[A3] - logit[wrong] on the clean prompt",
+                                null_name="on the current-word twin")
+    correct = letter_correct(clean_logits, data.letters, batch.answers).float()
+    return AcronymGate(gate=gate, accuracy=stats.bootstrap_ci(correct.numpy(), seed=seed),
+                       chance=1 / len(data.letters), clean_diff=clean, corrupted_diff=corrupted)
