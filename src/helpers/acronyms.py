@@ -211,3 +211,132 @@ def acronym_gate(clean_logits: Float[Tensor, "batch vocab"], corrupted_logits: F
     correct = letter_correct(clean_logits, data.letters, batch.answers).float()
     return AcronymGate(gate=gate, accuracy=stats.bootstrap_ci(correct.numpy(), seed=seed),
                        chance=1 / len(data.letters), clean_diff=clean, corrupted_diff=corrupted)
+
+
+# --------------------------------------------------------------------------------------------------
+# The letter-mover study: gate -> screen -> exact patching of the top heads, run the same on any model.
+
+
+@dataclass(frozen=True)
+class LetterSizes:
+    """Prompts and sets per step (the page's parameters cell sets these)."""
+
+    gate_prompts: int = 60
+    screen_prompts: int = 30
+    top_k: int = 4
+    n_random: int = 20
+
+
+@dataclass(frozen=True)
+class LetterScreen:
+    """Every head's letter-mover evidence on the screen prompts.
+
+    ``patching``: attribution-patching estimate of the logit difference a head *carries* (minus the
+    change when its output is patched to the current-word twin's; positive = the head carries it).
+    ``to_c3`` / ``to_previous``: mean attention from END to C3 and to C1, C2 (mean of the two).
+    ``ov``: fraction of single-token nouns whose initial is the head's top OV logit among the capitals.
+    """
+
+    patching: Float[Tensor, "layer head"]
+    to_c3: Float[Tensor, "layer head"]
+    to_previous: Float[Tensor, "layer head"]
+    ov: Float[Tensor, "layer head"]
+    ov_chance: float
+
+    def top(self, k: int) -> list[tuple[int, int]]:
+        """The pre-registered ranking: heads by the logit difference they carry (attribution patching)."""
+        from helpers.scores import top_heads
+
+        return top_heads(self.patching, k)
+
+    def looks_at_c3(self, head: tuple[int, int]) -> bool:
+        """Attends from END to the current word more than to either previous word (mean of the two)."""
+        return bool(self.to_c3[head] > self.to_previous[head])
+
+    def label(self, head: tuple[int, int]) -> str:
+        return (f"L{head[0]}H{head[1]} (carries {self.patching[head]:.2f}, END->C3 {self.to_c3[head]:.2f}, "
+                f"OV {self.ov[head]:.2f})")
+
+
+@dataclass(frozen=True)
+class PatchCheck:
+    """Exact patching of the top-k heads (and of random k-sets) to the corrupted twins' outputs.
+
+    Effects are per prompt: the logit difference the patch removes over the mean clean-minus-corrupted
+    gap of that corruption (1.0: patching the set alone does what corrupting the prompt does). Heads are
+    patched at every position; only positions from the corrupted token on differ.
+    """
+
+    heads: list[tuple[int, int]]
+    top: stats.Estimate
+    random: stats.Estimate
+    random_sets: list[float]
+    other_corruptions: Mapping[str, stats.Estimate]
+
+    @property
+    def passed(self) -> bool:
+        """A small set carries most of the logit difference, more than any random set of the same size."""
+        return self.top.lower > 0.5 and self.top.lower > max(self.random_sets)
+
+    def summary(self) -> str:
+        heads = ", ".join(f"L{l}H{h}" for l, h in self.heads)
+        others = "; ".join(f"{name}: {value}" for name, value in self.other_corruptions.items())
+        return (f"patching {heads} to the current-word twin removes {self.top} of the logit difference; "
+                f"{len(self.random_sets)} random {len(self.heads)}-sets remove {self.random} (largest set "
+                f"{max(self.random_sets):.2f}); same heads, other corruptions: {others}")
+
+
+def letter_screen(model: TransformerBridge, data: Acronyms, *, prompts: int) -> LetterScreen:
+    """One read of END attention, one attribution-patching pass and the OV table, on `prompts` prompts."""
+    from helpers import capture, ov, patching
+
+    batch = data.clean
+    tokens, corrupted = batch.tokens[:prompts], batch.corrupted[:prompts]
+    answers, wrong = batch.answers[:prompts], batch.wrong[:prompts]
+    read = capture.read_end(model, tokens)
+    attention = read.attention.float()  # [layer, batch, head, key]
+    pos = {name: where[0].item() for name, where in batch.positions.items()}
+    to_c3 = attention[..., pos["c3"]].mean(1)
+    to_previous = (attention[..., pos["c1"]] + attention[..., pos["c2"]]).mean(1) / 2
+    source_z = patching.head_outputs(model, corrupted)
+    carried = -patching.attribution_patching(model, tokens, source_z, answers, wrong)
+    mapping = ov.ov_mapping_scores(model, data.nouns, data.initials, data.letters)
+    return LetterScreen(patching=carried, to_c3=to_c3, to_previous=to_previous, ov=mapping,
+                        ov_chance=1 / len(data.letters))
+
+
+def patch_check(model: TransformerBridge, data: Acronyms, heads: Sequence[tuple[int, int]], *, prompts: int,
+                n_random: int, seed: int) -> PatchCheck:
+    """Patch `heads` (all positions) to the current-word twin's outputs vs `n_random` random sets of the same size."""
+    from helpers import interventions, patching
+
+    batch = data.clean
+    tokens, answers, wrong = batch.tokens[:prompts], batch.answers[:prompts], batch.wrong[:prompts]
+    heads = [tuple(h) for h in heads]
+    randoms = interventions.random_head_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random,
+                                             seed=seed, exclude=heads)
+
+    def diffs(source: Tensor, sets: list) -> tuple[Tensor, Tensor]:
+        """The source prompts' own logit difference, and the clean prompts' with each set patched."""
+        source_z = patching.head_outputs(model, source)
+        own = patching.end_logit_diff(model, patching.patched_final(model, source, source_z, [[]])[0], answers, wrong)
+        final = patching.patched_final(model, tokens, source_z, sets)
+        return own, patching.end_logit_diff(model, final, answers, wrong)
+
+    def share(clean: Tensor, patched: Tensor, corrupted: Tensor) -> Tensor:
+        gap = float((clean - corrupted).mean())
+        if abs(gap) < 1e-6:
+            raise ValueError("the corruption does not change the logit difference; nothing to share out")
+        return (clean - patched) / gap
+
+    corrupted, current = diffs(batch.corrupted[:prompts], [[], heads, *randoms])
+    clean = current[0]
+    top = share(clean, current[1], corrupted)
+    random = share(clean[None], current[2:], corrupted)  # [set, batch]
+    others = {}
+    for name in ("previous words", "previous letters"):
+        twin, patched = diffs(data.corrupted[name][:prompts], [[], heads])
+        others[name] = stats.bootstrap_ci(share(patched[0], patched[1], twin).numpy(), seed=seed)
+    return PatchCheck(heads=heads, top=stats.bootstrap_ci(top.numpy(), seed=seed),
+                      random=stats.bootstrap_ci(random.mean(0).numpy(), seed=seed),
+                      random_sets=random.mean(1).tolist(), other_corruptions=others)
