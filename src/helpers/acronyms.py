@@ -249,9 +249,9 @@ class LetterScreen:
 
         return top_heads(self.patching, k)
 
-    def looks_at_c3(self, head: tuple[int, int]) -> bool:
-        """Attends from END to the current word more than to either previous word (mean of the two)."""
-        return bool(self.to_c3[head] > self.to_previous[head])
+    def looks_at_c3(self, head: tuple[int, int], *, threshold: float = 0.2) -> bool:
+        """Attends from END to the current word (at least `threshold`) more than to the previous words."""
+        return bool(self.to_c3[head] >= threshold and self.to_c3[head] > self.to_previous[head])
 
     def label(self, head: tuple[int, int]) -> str:
         return (f"L{head[0]}H{head[1]} (carries {self.patching[head]:.2f}, END->C3 {self.to_c3[head]:.2f}, "
@@ -340,3 +340,44 @@ def patch_check(model: TransformerBridge, data: Acronyms, heads: Sequence[tuple[
     return PatchCheck(heads=heads, top=stats.bootstrap_ci(top.numpy(), seed=seed),
                       random=stats.bootstrap_ci(random.mean(0).numpy(), seed=seed),
                       random_sets=random.mean(1).tolist(), other_corruptions=others)
+
+
+@dataclass(frozen=True)
+class LetterStudy:
+    """The whole page on one model: gate, screen and (when the gate passes) the patching check."""
+
+    model: str
+    gate: AcronymGate
+    screen: LetterScreen
+    check: PatchCheck | None
+
+    def row(self) -> dict[str, object]:
+        """One row of the findings table."""
+        top = self.check.heads if self.check else self.screen.top(4)
+        return {
+            "model": self.model,
+            "behaviour gate": "pass" if self.gate.gate.passed else "fail",
+            "accuracy (26 letters)": str(self.gate.accuracy),
+            "top heads (carries, END->C3, OV)": "; ".join(self.screen.label(h) for h in top),
+            "top-k patched: share removed": str(self.check.top) if self.check else "not run",
+            "random-k: share removed": str(self.check.random) if self.check else "not run",
+            "pass rule": ("pass" if self.check.passed else "fail") if self.check else "not run",
+        }
+
+
+def end_logits(model: TransformerBridge, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch vocab"]:
+    """END logits, one pass that unembeds only the last position."""
+    from helpers import capture
+
+    return capture.last_position_logits(model, tokens)
+
+
+def letter_mover_study(model: TransformerBridge, name: str, *, sizes: LetterSizes = LetterSizes(),
+                       seed: int = 0) -> LetterStudy:
+    """Gate, screen and patching check, exactly as the page runs them (for the comparison model)."""
+    data = acronyms(model, n=sizes.gate_prompts, seed=seed)
+    gate = acronym_gate(end_logits(model, data.clean.tokens), end_logits(model, data.clean.corrupted), data, seed=seed)
+    screen = letter_screen(model, data, prompts=sizes.screen_prompts)
+    check = (patch_check(model, data, screen.top(sizes.top_k), prompts=sizes.screen_prompts,
+                         n_random=sizes.n_random, seed=seed + 1) if gate.gate.passed else None)
+    return LetterStudy(model=name, gate=gate, screen=screen, check=check)
