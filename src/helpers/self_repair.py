@@ -1,0 +1,167 @@
+"""Self-repair: how much of a removed head's direct effect the rest of the model makes up for.
+
+Wang et al. found that when the IOI name movers of GPT-2 small are knocked out, the logit difference
+falls far less than their direct effect predicts, because other heads (the *backup name movers*) start
+doing their job. McDougall et al. traced part of this to copy-suppression heads, which push down
+whatever the name movers push up and so relax when the name movers are gone.
+
+The bookkeeping is exact because direct logit attribution (DLA, `helpers.attribution`) splits the
+logit difference at END into one term per component, with the final norm's scale read on each run:
+
+    actual drop = lost direct effect of the removed heads - rise of the other heads' DLA - rise of the rest
+
+so the *self-repair fraction* ``1 - actual drop / lost direct effect`` is 0 when nothing compensates,
+1 when the logit difference does not move, and above 1 when removing the heads even helps. Everything
+here is a pure function of tensors from `helpers.ioi` (`ioi_read`, `dla_after_ablation`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from helpers import stats
+
+Head = tuple[int, int]
+
+
+def _check_grids(before: Tensor, after: Tensor, heads: Sequence[Head]) -> None:
+    if before.ndim != 3 or before.shape != after.shape:
+        raise ValueError(f"before and after must be DLA grids [layer, head, batch] of one shape; got "
+                         f"{tuple(before.shape)} and {tuple(after.shape)}")
+    n_layers, n_heads = before.shape[:2]
+    for layer, head in heads:
+        if not (0 <= layer < n_layers and 0 <= head < n_heads):
+            raise ValueError(f"head L{layer}H{head} is outside the {n_layers} x {n_heads} grid")
+
+
+def others_mask(heads: Sequence[Head], n_layers: int, n_heads: int) -> Float[Tensor, "layer head"]:
+    """True for every head that was *not* removed: only these can compensate."""
+    mask = torch.ones(n_layers, n_heads, dtype=torch.bool)
+    for layer, head in heads:
+        mask[layer, head] = False
+    return mask
+
+
+def dla_rise(before: Float[Tensor, "layer head batch"], after: Float[Tensor, "layer head batch"],
+             removed: Sequence[Head]) -> Float[Tensor, "layer head"]:
+    """Mean rise of each head's direct effect after `removed` were ablated; the removed heads get NaN.
+
+    Backup heads are the ones with the largest rise. The removed heads are blanked rather than set to
+    zero: their "rise" is the loss of their own effect, not compensation.
+    """
+    _check_grids(before, after, removed)
+    rise = (after - before).mean(-1)
+    return rise.masked_fill(~others_mask(removed, *rise.shape), float("nan"))
+
+
+def ratio_ci(numerator: Sequence[float] | Tensor, denominator: Sequence[float] | Tensor, *, n_boot: int = 2000,
+             level: float = 0.95, seed: int = 0) -> stats.Estimate:
+    """Percentile-bootstrap interval of mean(numerator) / mean(denominator), resampling prompts in pairs."""
+    x = np.asarray(torch.as_tensor(numerator, dtype=torch.float64))
+    y = np.asarray(torch.as_tensor(denominator, dtype=torch.float64))
+    if x.ndim != 1 or x.shape != y.shape or x.shape[0] < 2:
+        raise ValueError(f"need two 1-D samples of one length >= 2 (one value per prompt); got {x.shape} and {y.shape}")
+    if abs(y.mean()) < 1e-9:
+        raise ValueError("the denominator's mean is zero: the ratio is undefined (nothing was lost to repair)")
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, x.shape[0], size=(n_boot, x.shape[0]))  # [resample, prompt]
+    ratios = x[rows].mean(1) / y[rows].mean(1)
+    tail = (1 - level) / 2
+    lower, upper = np.quantile(ratios, [tail, 1 - tail])
+    return stats.Estimate(mean=float(x.mean() / y.mean()), lower=float(lower), upper=float(upper),
+                          n=x.shape[0], level=level)
+
+
+@dataclass(frozen=True)
+class SelfRepair:
+    """One knockout, accounted for per prompt (all ``[batch]``, in logits of logit(IO) - logit(S)).
+
+    ``lost``: the removed heads' direct effect before minus after (what a model without repair loses);
+    ``actual``: the real drop of the logit difference; ``by_heads``: the other heads' summed DLA rise;
+    ``by_rest``: the remainder (MLPs, embeddings, norm biases): ``lost - actual - by_heads``.
+    """
+
+    heads: tuple[Head, ...]
+    clean: Float[Tensor, "batch"]
+    ablated: Float[Tensor, "batch"]
+    lost: Float[Tensor, "batch"]
+    actual: Float[Tensor, "batch"]
+    by_heads: Float[Tensor, "batch"]
+    by_rest: Float[Tensor, "batch"]
+    seed: int = 0
+
+    def fraction(self) -> stats.Estimate:
+        """Self-repair fraction ``1 - actual / lost`` (ratio of means) with a paired bootstrap interval."""
+        share = ratio_ci(self.actual, self.lost, seed=self.seed)
+        return stats.Estimate(mean=1 - share.mean, lower=1 - share.upper, upper=1 - share.lower, n=share.n,
+                              level=share.level)
+
+    def estimate(self, name: str) -> stats.Estimate:
+        """Bootstrap interval of one per-prompt field, e.g. ``estimate("lost")``."""
+        return stats.bootstrap_ci(getattr(self, name), seed=self.seed)
+
+    def summary(self) -> str:
+        names = ", ".join(f"L{layer}H{head}" for layer, head in self.heads)
+        return (f"ablating {names}: direct effect lost {self.estimate('lost')}, logit difference drop "
+                f"{self.estimate('actual')}; other heads make up {self.estimate('by_heads')}, the rest "
+                f"{self.estimate('by_rest')}; self-repair fraction {self.fraction()}")
+
+
+def account(before_dla: Float[Tensor, "layer head batch"], before_ld: Float[Tensor, "batch"],
+            after_dla: Float[Tensor, "layer head batch"], after_ld: Float[Tensor, "batch"],
+            removed: Sequence[Head], *, seed: int = 0) -> SelfRepair:
+    """Split the effect of removing `removed` into lost direct effect, compensation by other heads and the rest."""
+    _check_grids(before_dla, after_dla, removed)
+    if before_ld.shape != (before_dla.shape[-1],) or after_ld.shape != before_ld.shape:
+        raise ValueError(f"logit differences must be [batch={before_dla.shape[-1]}]; got "
+                         f"{tuple(before_ld.shape)} and {tuple(after_ld.shape)}")
+    if not removed:
+        raise ValueError("removed is empty: pass the heads that were ablated, e.g. the top name movers")
+    mask = others_mask(removed, *before_dla.shape[:2])
+    change = after_dla - before_dla  # [layer, head, batch]
+    lost = -change[~mask].sum(0)  # the removed heads' own change, sign-flipped
+    actual = before_ld - after_ld
+    by_heads = change[mask].sum(0)
+    return SelfRepair(heads=tuple(map(tuple, removed)), clean=before_ld, ablated=after_ld, lost=lost,
+                      actual=actual, by_heads=by_heads, by_rest=lost - actual - by_heads, seed=seed)
+
+
+@dataclass(frozen=True)
+class RiseControl:
+    """What ablating random head sets does to the other heads' direct effects.
+
+    ``max_rise``: per random draw, the largest mean DLA rise of any head outside the draw;
+    ``by_heads``: per draw, the other heads' summed mean rise.
+    """
+
+    draws: tuple[tuple[Head, ...], ...]
+    max_rise: Float[Tensor, "draw"]
+    by_heads: Float[Tensor, "draw"]
+    seed: int = 0
+
+    def estimate(self, name: str) -> stats.Estimate:
+        return stats.bootstrap_ci(getattr(self, name), seed=self.seed)
+
+    def summary(self) -> str:
+        return (f"{len(self.draws)} random sets of {len(self.draws[0])} heads: largest single-head DLA rise "
+                f"{self.estimate('max_rise')} (max {self.max_rise.max():.3f}); other heads' summed rise "
+                f"{self.estimate('by_heads')}")
+
+
+def rise_control(before_dla: Float[Tensor, "layer head batch"],
+                 after_dlas: Sequence[Float[Tensor, "layer head batch"]], draws: Sequence[Sequence[Head]], *,
+                 seed: int = 0) -> RiseControl:
+    """Summarise the DLA rises after each random draw (``after_dlas[i]`` was read with ``draws[i]`` ablated)."""
+    if len(after_dlas) != len(draws) or len(draws) < 2:
+        raise ValueError(f"need one DLA grid per draw and at least 2 draws; got {len(after_dlas)} grids, "
+                         f"{len(draws)} draws")
+    rises = [dla_rise(before_dla, after, draw) for after, draw in zip(after_dlas, draws)]
+    return RiseControl(draws=tuple(tuple(map(tuple, d)) for d in draws),
+                       max_rise=torch.stack([r.nan_to_num(float("-inf")).max() for r in rises]),
+                       by_heads=torch.stack([r.nansum() for r in rises]), seed=seed)
