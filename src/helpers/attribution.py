@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from helpers.capture import check_tokens, read_end
+from helpers.capture import EndRead, check_tokens, read_end
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -80,12 +80,17 @@ def head_logit_attribution(model: TransformerBridge, tokens: Int[Tensor, "batch 
     """Direct effect of every head's output at `position` on ``logit[answer] - logit[wrong]``.
 
     One forward pass caches each layer's ``hook_z`` at `position` and the norm scales; the rest is
-    linear algebra. Positive values push towards `answers`.
+    linear algebra (`attribution_from_read`). Positive values push towards `answers`.
     """
     check_tokens(model, tokens)
-    batch = tokens.shape[0]
-    _check_answers(answers, wrong, batch, model.cfg.d_vocab)
-    run = read_end(model, tokens, position=position)
+    _check_answers(answers, wrong, tokens.shape[0], model.cfg.d_vocab)
+    return attribution_from_read(model, read_end(model, tokens, position=position), answers, wrong)
+
+
+def attribution_from_read(model: TransformerBridge, run: EndRead, answers: Int[Tensor, "batch"],
+                          wrong: Int[Tensor, "batch"]) -> Float[Tensor, "layer head batch"]:
+    """`head_logit_attribution` from a pass already read (e.g. one run with some heads ablated)."""
+    _check_answers(answers, wrong, run.final.shape[0], model.cfg.d_vocab)
     read = final_read(model, answer_directions(model, answers, wrong)) / run.final_scale  # [batch, d_model]
     w_o = model.W_O.float().cpu()  # the bridge stacks every layer's weights on each access: read it once
     out = []

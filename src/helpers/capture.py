@@ -109,10 +109,12 @@ class EndRead:
 
 
 @torch.no_grad()
-def read_end(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], *, position: int = -1) -> EndRead:
+def read_end(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], *, position: int = -1,
+             fwd_hooks: list | tuple = ()) -> EndRead:
     """Attention rows, head outputs and the normed residual at END, stopping before the logits.
 
-    `position` reads another position instead of the last one (direct logit attribution there).
+    `position` reads another position instead of the last one (direct logit attribution there);
+    `fwd_hooks` run in the same pass (e.g. `interventions.ablation_hooks`, to read a model with heads removed).
 
     Gemma's 262k-token unembedding costs more than the rest of the model on short prompts; answers that
     are a handful of tokens need only those columns of it (e.g. `mcq.label_logits`).
@@ -137,7 +139,7 @@ def read_end(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], *, posi
         hooks += [(f"blocks.{layer}.ln1_post.hook_scale", keep(f"post{layer}")) for layer in range(n_layers)]
     hooks += [("ln_final.hook_scale", keep("scale")), ("ln_final.hook_out", keep_and_stop)]
     try:
-        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=hooks)
+        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=[*fwd_hooks, *hooks])
     except _Captured:
         pass
     return EndRead(attention=torch.stack([store[pattern_hook(layer)] for layer in range(n_layers)]),

@@ -64,6 +64,16 @@ def _ablation_hook(keep: Float[Tensor, "row head"], replacement: Float[Tensor, "
     return hook
 
 
+def ablation_hooks(model: TransformerBridge, heads: Sequence[Head], *,
+                   means: Float[Tensor, "layer ... head d_head"] | None = None) -> list:
+    """Hooks that remove `heads` in every row of a pass (zeros, or `means` when given), for reads that
+    take ``fwd_hooks`` such as `capture.read_end`."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    mask = head_set_masks([heads], n_layers, n_heads)[0]  # [layer, head]
+    return [(z_hook(layer), _ablation_hook((~mask[layer]).float()[None], None if means is None else means[layer]))
+            for layer in range(n_layers) if mask[layer].any()]
+
+
 @torch.no_grad()
 def ablated_metric(
     model: TransformerBridge,
