@@ -1,0 +1,381 @@
+"""Copy suppression and negative name movers: heads that attend to a token and lower its logit.
+
+Wang et al. (2023) found two heads in GPT-2 small's IOI circuit (10.7 and 11.10) that attend from the
+last token to the indirect object, like the name movers, but write *against* it: negative direct logit
+attribution (DLA) on logit(IO) - logit(S). McDougall et al. (2023) showed that 10.7 does this on
+ordinary text too: it attends to an earlier token that the model is about to predict and pushes that
+token's logit down ("copy suppression"); ablate it and the model predicts the token again.
+
+Everything here reads the last position (END) only, through one `capture.read_end` pass: on prose the
+batch is many short windows of text, each read at its last token, so Gemma's 262k-column unembedding
+is never applied to the whole sequence. The direct effect of a head on a token's logit freezes the
+norms' scales at their clean values (as `attribution.head_logit_attribution` does), which makes it
+exact for the direct path. Token logits are *centred* (minus the mean over the vocabulary): a shift of
+every logit changes no probability, so only the centred part says whether a head suppresses a token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from helpers import capture, families, interventions, ioi, ov, stats, tasks
+from helpers.attribution import final_read, norm_gain
+from helpers.scores import top_heads
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+Head = tuple[int, int]
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure pieces: which token a head attends to, and what it writes about that token.
+
+
+def attended_keys(attention: Float[Tensor, "layer batch head key"], *, first_key: int = 1
+                  ) -> tuple[Int[Tensor, "layer batch head"], Float[Tensor, "layer batch head"]]:
+    """The earlier position each head attends to most from END, and the attention it puts there.
+
+    Keys run from `first_key` to END - 1: position 0 (BOS, or the first token of a window without one)
+    is where many heads park attention that goes nowhere, and END is the current token, not an earlier
+    one that could be copied.
+
+    Raises:
+        ValueError: if `attention` is not 4-dimensional or leaves fewer than 1 key to choose from.
+    """
+    if attention.ndim != 4:
+        raise ValueError(f"attention must be [layer, batch, head, key] (one row per head at END); got shape "
+                         f"{tuple(attention.shape)}. Use capture.read_end(model, tokens).attention")
+    n_keys = attention.shape[-1]
+    if not 0 <= first_key < n_keys - 1:
+        raise ValueError(f"first_key must lie in [0, {n_keys - 2}] so that at least one earlier key remains "
+                         f"before END (key {n_keys - 1}); got {first_key}")
+    window = attention[..., first_key:n_keys - 1]
+    weight, index = window.max(dim=-1)
+    return index + first_key, weight
+
+
+def control_keys(attended: Int[Tensor, "layer batch head"], n_keys: int, *, first_key: int = 1, seed: int
+                 ) -> Int[Tensor, "layer batch head"]:
+    """A random earlier key other than the attended one, for every head and prompt (the control target).
+
+    A head that lowers the logits of whatever came earlier in the window, not specifically of what it
+    attends to, scores as negative on these keys as on the attended ones.
+    """
+    choices = n_keys - 1 - first_key  # keys first_key .. END-1
+    if choices < 2:
+        raise ValueError(f"need at least 2 earlier keys to draw a control key; windows of {n_keys} tokens with "
+                         f"first_key={first_key} leave {choices}. Use longer windows")
+    generator = torch.Generator().manual_seed(seed)
+    offset = torch.randint(1, choices, attended.shape, generator=generator)  # never 0: never the attended key
+    return (attended - first_key + offset) % choices + first_key
+
+
+def direct_effects(head_outputs: Float[Tensor, "layer batch head d_model"],
+                   directions: Float[Tensor, "layer batch head d_model"]) -> Float[Tensor, "layer head batch"]:
+    """Dot product of each head's (normalised) output with its own read-out direction, per prompt."""
+    if head_outputs.shape != directions.shape:
+        raise ValueError(f"head_outputs {tuple(head_outputs.shape)} and directions {tuple(directions.shape)} must "
+                         "have the same shape [layer, batch, head, d_model]")
+    return torch.einsum("lbhm,lbhm->lhb", head_outputs, directions)
+
+
+def weighted_scores(effects: Float[Tensor, "layer head batch"], weights: Float[Tensor, "layer batch head"]
+                    ) -> Float[Tensor, "layer head"]:
+    """Attention-weighted mean of each head's effect over prompts.
+
+    Prompts where the head barely attends to its top key count little: their "attended token" is a
+    tie-break among many small weights, not a token the head is reading.
+    """
+    w = weights.permute(0, 2, 1)  # [layer, head, batch]
+    if w.shape != effects.shape:
+        raise ValueError(f"effects {tuple(effects.shape)} and weights (as layer, head, batch) {tuple(w.shape)} differ")
+    return (effects * w).sum(-1) / w.sum(-1).clamp_min(1e-12)
+
+
+def ablation_effects(values: Float[Tensor, "set batch"], heads: Sequence[Head], *, metric_name: str,
+                     mode: str = "mean", seed: int = 0) -> families.AblationCheck:
+    """An `AblationCheck` from a metric measured clean (row 0), with `heads` ablated (row 1) and with random sets.
+
+    The expected sign is a *rise* (ablating a suppressor gives back what it suppressed), so
+    ``p_value`` is the share of random draws whose mean change is at least the top heads'.
+    """
+    if values.ndim != 2 or values.shape[0] < 4:
+        raise ValueError(f"values must be [set, batch] with rows clean, top heads and >= 2 random sets; got "
+                         f"{tuple(values.shape)}")
+    clean, top, random = values[0], values[1] - values[0], values[2:] - values[0]
+    draws = random.mean(dim=1)
+    exceed = (draws >= top.mean()).sum().item()
+    return families.AblationCheck(
+        metric_name=metric_name, heads=tuple(tuple(h) for h in heads), mode=mode,
+        clean=stats.bootstrap_ci(clean, seed=seed), top=stats.bootstrap_ci(top, seed=seed),
+        random=stats.bootstrap_ci(draws, seed=seed), random_draws=draws, p_value=(exceed + 1) / (len(draws) + 1))
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading a model at END.
+
+
+def head_outputs_at_end(model: TransformerBridge, run: capture.EndRead) -> Float[Tensor, "layer batch head d_model"]:
+    """Each head's output at END as the logits see it: ``z @ W_O``, Gemma's post-attention norm, the final scale.
+
+    Multiplying by a folded unembedding column (`folded_unembedding`) then gives the head's direct
+    effect on that logit.
+    """
+    w_o = model.W_O.float().cpu()  # the bridge stacks every layer's weights on each access: read it once
+    out = []
+    for layer in range(model.cfg.n_layers):
+        head_out = torch.einsum("bhd,hdm->bhm", run.z[layer], w_o[layer])
+        if run.post_scale is not None:  # Gemma normalises the attention block's output before adding it
+            gain = norm_gain(model.blocks[layer].ln1_post, model.cfg.d_model)
+            head_out = head_out * gain / run.post_scale[layer][:, None, None]
+        out.append(head_out / run.final_scale[:, None, :])
+    return torch.stack(out)
+
+
+def folded_unembedding(model: TransformerBridge, token_ids: Int[Tensor, "n"]) -> Float[Tensor, "n d_model"]:
+    """Centred unembedding columns of `token_ids` with the final norm's gain folded in.
+
+    Centred: ``W_U[:, t] - mean_v W_U[:, v]``, so the read-out is the token's logit minus the mean logit.
+    """
+    unembed = model.W_U
+    mean = unembed.float().mean(dim=1).cpu()
+    columns = unembed[:, token_ids.to(unembed.device)].T.float().cpu() - mean
+    return final_read(model, columns)
+
+
+@dataclass(frozen=True)
+class ProseRead:
+    """What every head does at the last token of each window of text.
+
+    Attributes:
+        attended_key / attended_token: ``[layer, batch, head]`` the earlier position each head attends to
+            most from END, and the token there.
+        attention: ``[layer, batch, head]`` the attention on that key.
+        effect: ``[layer, head, batch]`` the head's direct effect on the attended token's centred logit.
+        control_effect: the same on the token at a random other earlier key.
+    """
+
+    attended_key: Int[Tensor, "layer batch head"]
+    attended_token: Int[Tensor, "layer batch head"]
+    attention: Float[Tensor, "layer batch head"]
+    effect: Float[Tensor, "layer head batch"]
+    control_effect: Float[Tensor, "layer head batch"]
+
+    def scores(self) -> Float[Tensor, "layer head"]:
+        """Copy-suppression score: attention-weighted mean direct effect on the attended token (< 0 suppresses)."""
+        return weighted_scores(self.effect, self.attention)
+
+    def control_scores(self) -> Float[Tensor, "layer head"]:
+        return weighted_scores(self.control_effect, self.attention)
+
+
+def read_prose(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], *, seed: int, first_key: int = 1
+               ) -> ProseRead:
+    """One `capture.read_end` pass over windows of text; every head's attended token and its direct effect on it."""
+    run = capture.read_end(model, tokens)
+    keys, weights = attended_keys(run.attention, first_key=first_key)
+    controls = control_keys(keys, tokens.shape[1], first_key=first_key, seed=seed)
+    outputs = head_outputs_at_end(model, run)  # [layer, batch, head, d_model]
+    rows = torch.arange(tokens.shape[0])[None, :, None]
+    effects = []
+    for chosen in (keys, controls):
+        ids = tokens[rows, chosen]  # [layer, batch, head]
+        unique, inverse = ids.unique(return_inverse=True)  # read each unembedding column once
+        directions = folded_unembedding(model, unique)[inverse]  # [layer, batch, head, d_model]
+        effects.append(direct_effects(outputs, directions))
+    return ProseRead(attended_key=keys, attended_token=tokens[rows, keys], attention=weights,
+                     effect=effects[0], control_effect=effects[1])
+
+
+def attended_logprob_metric(targets: Int[Tensor, "batch"]):
+    """Metric for `interventions.ablated_metric(..., last_position_only=True)`: log P(target) at END per prompt.
+
+    The rows arrive set-major (every head set repeats the batch), so the targets are tiled to match.
+    """
+    def metric(logits: Float[Tensor, "row 1 vocab"], tokens: Int[Tensor, "row pos"]) -> Float[Tensor, "row"]:
+        repeats = tokens.shape[0] // targets.shape[0]
+        wanted = targets.repeat(repeats).to(logits.device)
+        log_probs = logits[:, -1].float().log_softmax(dim=-1)
+        return log_probs.gather(1, wanted[:, None])[:, 0]
+    return metric
+
+
+def attended_logprob_ablation(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], heads: Sequence[Head],
+                              targets: Int[Tensor, "batch"], *, n_random: int, seed: int) -> families.AblationCheck:
+    """Mean-ablate `heads` (and `n_random` random sets of as many heads): change of log P(target) at END.
+
+    Means are each head's output averaged over the windows and their positions, so an ablated head
+    writes what it writes on average, not specifically about the token it attends to.
+    """
+    if targets.shape != (tokens.shape[0],):
+        raise ValueError(f"targets must hold one token id per window ({tokens.shape[0]}); got {tuple(targets.shape)}")
+    means = capture.mean_head_outputs(model, tokens)
+    draws = interventions.random_head_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random, seed=seed,
+                                           exclude=heads)
+    values = interventions.ablated_metric(model, tokens, [[], list(heads), *draws], attended_logprob_metric(targets),
+                                          mode="mean", means=means, last_position_only=True)
+    return ablation_effects(values, heads, metric_name="log P(attended token) at END", seed=seed)
+
+
+# --------------------------------------------------------------------------------------------------
+# The pre-registered rules and the whole study.
+
+
+@dataclass(frozen=True)
+class ProseScreen:
+    """Copy-suppression score of every head on prose, its control, and the weight-only OV reading.
+
+    Rank criterion (heads.md §10.1: ranks, not an absolute threshold tuned elsewhere): a head passes
+    when it is among the `k` most negative copy-suppression scores, below the 5th percentile of the
+    control scores over all heads, and more negative than its own control score. The OV detector, run
+    beside it, flags the 10 % of heads with the most negative OV diagonal strength.
+    """
+
+    scores: Float[Tensor, "layer head"]
+    control: Float[Tensor, "layer head"]
+    ov_strength: Float[Tensor, "layer head"]
+    k: int = 3
+
+    @property
+    def control_cutoff(self) -> float:
+        return stats.null_threshold(self.control, 0.05)
+
+    def top(self, k: int | None = None) -> list[Head]:
+        """The most negative copy-suppression scores first."""
+        return top_heads(-self.scores, k or self.k)
+
+    @property
+    def passing(self) -> list[Head]:
+        cut = self.control_cutoff
+        return [h for h in self.top() if self.scores[h].item() < min(cut, self.control[h].item())]
+
+    def ov_rank(self, head: Head) -> int:
+        """1 = the most negative OV diagonal strength of the model."""
+        return int((self.ov_strength < self.ov_strength[head]).sum().item()) + 1
+
+    @property
+    def ov_detected(self) -> list[Head]:
+        """The OV detector: heads in the most negative 10 % of OV diagonal strengths, most negative first."""
+        n = max(1, round(0.10 * self.ov_strength.numel()))
+        return top_heads(-self.ov_strength, n)
+
+
+def prose_screen(model: TransformerBridge, *, windows: int, length: int, ov_tokens: int, k: int, seed: int
+                 ) -> tuple[ProseScreen, tasks.TaskBatch, ProseRead]:
+    """Copy-suppression scores on `windows` windows of prose; OV strengths on the first `ov_tokens` distinct tokens."""
+    batch = tasks.natural_text(model, batch=windows, length=length, seed=seed)
+    read = read_prose(model, batch.tokens, seed=seed)
+    vocab = batch.tokens[:, 1:].unique()
+    vocab = vocab[torch.randperm(len(vocab), generator=torch.Generator().manual_seed(seed))[:ov_tokens]]
+    return ProseScreen(scores=read.scores(), control=read.control_scores(),
+                       ov_strength=ov.ov_diagonal_strength(model, vocab), k=k), batch, read
+
+
+@dataclass(frozen=True)
+class ProseCheck:
+    """Ablating a copy-suppression head on windows where it attends to an earlier token (>= `min_attention`)."""
+
+    head: Head
+    check: families.AblationCheck
+    windows: int
+    min_attention: float
+
+
+def prose_check(model: TransformerBridge, head: Head, *, pool: int, length: int, max_windows: int,
+                min_attention: float, n_random: int, seed: int) -> ProseCheck:
+    """Fresh windows; keep those where `head` puts at least `min_attention` on one earlier token; ablate.
+
+    The target of every window is the token `head` attends to most, so "ablating random heads" asks
+    how much any head's removal gives back that same token.
+    """
+    batch = tasks.natural_text(model, batch=pool, length=length, seed=seed)
+    read = read_prose(model, batch.tokens, seed=seed)
+    weight = read.attention[head[0], :, head[1]]
+    chosen = (weight >= min_attention).nonzero().flatten()[:max_windows]
+    if len(chosen) < 4:
+        raise RuntimeError(f"only {len(chosen)} of {pool} windows have L{head[0]}H{head[1]} attending >= "
+                           f"{min_attention} to one earlier token; raise `pool` or lower `min_attention`")
+    targets = read.attended_token[head[0], chosen, head[1]]
+    check = attended_logprob_ablation(model, batch.tokens[chosen], [head], targets, n_random=n_random, seed=seed)
+    return ProseCheck(head=head, check=check, windows=len(chosen), min_attention=min_attention)
+
+
+def ioi_check(model: TransformerBridge, heads: Sequence[Head], *, prompts: int, n_random: int, seed: int
+              ) -> families.AblationCheck:
+    """Mean-ablate (ABC means) `heads` vs random sets: change of logit(IO) - logit(S) on fresh IOI prompts."""
+    data = ioi.ioi_data(model, n=prompts, seed=seed)
+    draws = interventions.random_head_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random, seed=seed,
+                                           exclude=heads)
+    values = ioi.ablated_logit_diff(model, data, [[], list(heads), *draws])
+    return ablation_effects(values, heads, metric_name="logit(IO) - logit(S)", seed=seed)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How many prompts each step uses (the notebook's parameters cell sets these)."""
+
+    ioi_prompts: int = 50
+    screen_windows: int = 64
+    window_length: int = 32
+    ov_tokens: int = 100
+    check_pool: int = 48
+    check_windows: int = 16
+    min_attention: float = 0.1
+    check_prompts: int = 24
+    top_k: int = 3
+    n_random: int = 12
+
+
+@dataclass(frozen=True)
+class Study:
+    """Negative name movers (IOI) and copy suppression (prose) measured on one model."""
+
+    model: str
+    gate: stats.GateResult
+    read: ioi.IOIRead
+    negative_movers: list[Head]
+    screen: ProseScreen
+    prose: ProseCheck | None
+    ioi: families.AblationCheck | None
+
+    def row(self) -> dict[str, object]:
+        dla = self.read.dla.mean(-1)
+        label = lambda h: f"L{h[0]}H{h[1]}"  # noqa: E731
+        movers = ", ".join(f"{label(h)} ({dla[h]:.2f})" for h in self.negative_movers) or "none"
+        passing = ", ".join(f"{label(h)} ({self.screen.scores[h]:.2f})" for h in self.screen.passing) or "none"
+        return {
+            "model": self.model,
+            "IOI gate": "pass" if self.gate.passed else "fail",
+            "negative name movers (DLA)": movers,
+            "copy suppression on prose (score)": passing,
+            "control 5th pct": round(self.screen.control_cutoff, 2),
+            "OV rank of those heads": ", ".join(f"{label(h)} {self.screen.ov_rank(h)}" for h in self.screen.passing)
+                                      or "-",
+            "ablate top NNM: logit diff": str(self.ioi.top) if self.ioi else "not run",
+            "random heads": str(self.ioi.random) if self.ioi else "not run",
+            "ablate top CS head: log P(attended)": str(self.prose.check.top) if self.prose else "not run",
+            "random heads ": str(self.prose.check.random) if self.prose else "not run",
+        }
+
+
+def study(model: TransformerBridge, name: str, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
+    """The page's steps in order: IOI gate and DLA, prose screen, both causal checks (`families.run_study`)."""
+    data = ioi.ioi_data(model, n=sizes.ioi_prompts, seed=seed)
+    gate = ioi.ioi_gate(model, data, seed=seed)
+    read = ioi.ioi_read(model, data)
+    movers = [h for h in ioi.negative_mover_ranking(read, sizes.top_k) if read.dla.mean(-1)[h] < -0.1]
+    screen, _, _ = prose_screen(model, windows=sizes.screen_windows, length=sizes.window_length,
+                             ov_tokens=sizes.ov_tokens, k=sizes.top_k, seed=seed + 10)
+    prose = (prose_check(model, screen.passing[0], pool=sizes.check_pool, length=sizes.window_length,
+                         max_windows=sizes.check_windows, min_attention=sizes.min_attention,
+                         n_random=sizes.n_random, seed=seed + 20) if screen.passing else None)
+    checked = (ioi_check(model, movers[:1], prompts=sizes.check_prompts, n_random=sizes.n_random, seed=seed + 30)
+               if gate.passed and movers else None)
+    return Study(model=name, gate=gate, read=read, negative_movers=movers, screen=screen, prose=prose, ioi=checked)

@@ -1,0 +1,105 @@
+"""Copy suppression: which token a head reads, what it writes about that token, and the ablation bookkeeping."""
+
+import pytest
+import torch
+
+from helpers import attribution, capture, copy_suppression as cs
+
+
+def test_attended_key_skips_the_first_position_and_end():
+    attention = torch.zeros(1, 2, 1, 6)
+    attention[0, 0, 0] = torch.tensor([0.6, 0.1, 0.25, 0.05, 0.0, 0.0])  # the sink (key 0) is ignored
+    attention[0, 1, 0] = torch.tensor([0.0, 0.1, 0.1, 0.1, 0.2, 0.5])  # END (key 5) is not an earlier token
+    keys, weights = cs.attended_keys(attention, first_key=1)
+    assert keys.tolist() == [[[2], [4]]]
+    torch.testing.assert_close(weights, torch.tensor([[[0.25], [0.2]]]))
+
+
+def test_attended_key_errors_name_the_shape_and_the_range():
+    with pytest.raises(ValueError, match=r"\(2, 3\)"):
+        cs.attended_keys(torch.rand(2, 3))
+    with pytest.raises(ValueError, match="first_key must lie in"):
+        cs.attended_keys(torch.rand(1, 1, 1, 3), first_key=2)
+
+
+def test_control_keys_are_earlier_keys_other_than_the_attended_one_and_seeded():
+    attended = torch.randint(1, 7, (3, 50, 4), generator=torch.Generator().manual_seed(0))
+    control = cs.control_keys(attended, 8, first_key=1, seed=5)
+    assert (control != attended).all()
+    assert control.min() >= 1 and control.max() <= 6
+    assert torch.equal(control, cs.control_keys(attended, 8, first_key=1, seed=5))
+    assert len(control.unique()) == 6  # every other earlier key gets drawn
+    with pytest.raises(ValueError, match="at least 2 earlier keys"):
+        cs.control_keys(attended, 3, first_key=1, seed=0)
+
+
+def test_direct_effects_match_a_loop_and_reject_mismatched_shapes():
+    generator = torch.Generator().manual_seed(1)
+    outputs, directions = torch.randn(2, 3, 4, 5, generator=generator), torch.randn(2, 3, 4, 5, generator=generator)
+    effects = cs.direct_effects(outputs, directions)
+    for layer in range(2):
+        for batch in range(3):
+            for head in range(4):
+                expected = outputs[layer, batch, head] @ directions[layer, batch, head]
+                torch.testing.assert_close(effects[layer, head, batch], expected)
+    with pytest.raises(ValueError, match="same shape"):
+        cs.direct_effects(outputs, directions[:, :2])
+
+
+def test_weighted_scores_ignore_prompts_without_attention():
+    effects = torch.tensor([[[-2.0, 5.0]]])  # [layer=1, head=1, batch=2]
+    weights = torch.tensor([[[0.5], [0.0]]])  # [layer, batch, head]: the second prompt gets no weight
+    torch.testing.assert_close(cs.weighted_scores(effects, weights), torch.tensor([[-2.0]]))
+
+
+def test_ablation_effects_report_the_rise_and_a_p_value_from_the_random_draws():
+    values = torch.zeros(12, 6)
+    values[1] = 1.0  # ablating the top heads raises the metric by exactly 1 on every prompt
+    values[2:] = torch.linspace(-0.5, 0.5, 10)[:, None]
+    check = cs.ablation_effects(values, [(0, 1)], metric_name="m")
+    assert check.top.mean == pytest.approx(1.0) and check.top.lower == pytest.approx(1.0)
+    assert check.p_value == pytest.approx(1 / 11)  # no random draw does as much
+    values[5] = 2.0
+    assert cs.ablation_effects(values, [(0, 1)], metric_name="m").p_value == pytest.approx(2 / 11)
+    with pytest.raises(ValueError, match=r"\[set, batch\]"):
+        cs.ablation_effects(values[:3], [(0, 1)], metric_name="m")
+
+
+def test_logprob_metric_tiles_targets_over_the_head_sets():
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]])).repeat(2, 1)[:, None]  # 2 sets x 2
+    metric = cs.attended_logprob_metric(torch.tensor([0, 1]))
+    values = metric(logits, torch.zeros(4, 3, dtype=torch.long))
+    torch.testing.assert_close(values, torch.log(torch.tensor([0.5, 0.8, 0.5, 0.8])))
+
+
+def test_head_effects_add_up_to_the_attention_layer_effect_on_the_centred_logit(tiny_llama_gqa):
+    """Exactness of the direct path: the heads of a layer rebuild the layer's output read through the unembedding."""
+    model = tiny_llama_gqa
+    tokens = torch.randint(3, model.cfg.d_vocab, (3, 7), generator=torch.Generator().manual_seed(2))
+    run = capture.read_end(model, tokens)
+    outputs = cs.head_outputs_at_end(model, run)  # [layer, batch, head, d_model]
+    token_ids = torch.tensor([4, 9, 11])
+    direction = cs.folded_unembedding(model, token_ids)  # [batch, d_model]: one token per prompt
+    per_head = torch.einsum("lbhm,bm->lbh", outputs, direction)
+    _, cache = model.run_with_cache(tokens)
+    unembed = model.W_U.float()
+    centred = unembed[:, token_ids].T - unembed.mean(1)
+    read = attribution.final_read(model, centred) / cache["ln_final.hook_scale"][:, -1].float()
+    expected = torch.stack([(cache[f"blocks.{layer}.hook_attn_out"][:, -1].float() * read).sum(-1)
+                            for layer in range(model.cfg.n_layers)])
+    torch.testing.assert_close(per_head.sum(-1), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_read_prose_effects_use_the_token_each_head_attends_to(tiny_llama_gqa):
+    model = tiny_llama_gqa
+    tokens = torch.randint(3, model.cfg.d_vocab, (4, 8), generator=torch.Generator().manual_seed(3))
+    read = cs.read_prose(model, tokens, seed=0)
+    run = capture.read_end(model, tokens)
+    outputs = cs.head_outputs_at_end(model, run)
+    layer, batch, head = 1, 2, 3
+    key = read.attended_key[layer, batch, head]
+    assert 1 <= key < tokens.shape[1] - 1
+    assert read.attended_token[layer, batch, head] == tokens[batch, key]
+    direction = cs.folded_unembedding(model, tokens[batch, key][None])[0]
+    torch.testing.assert_close(read.effect[layer, head, batch], outputs[layer, batch, head] @ direction,
+                               atol=1e-5, rtol=1e-5)
