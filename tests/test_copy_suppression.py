@@ -103,3 +103,14 @@ def test_read_prose_effects_use_the_token_each_head_attends_to(tiny_llama_gqa):
     direction = cs.folded_unembedding(model, tokens[batch, key][None])[0]
     torch.testing.assert_close(read.effect[layer, head, batch], outputs[layer, batch, head] @ direction,
                                atol=1e-5, rtol=1e-5)
+
+
+def test_negative_name_movers_need_io_attention_and_a_real_negative_effect():
+    from helpers import ioi
+
+    dla = torch.tensor([[-2.0, -0.05], [-1.0, 0.5]])[..., None].expand(2, 2, 3)  # [layer, head, batch]
+    to_io = torch.tensor([[0.6, 0.6], [0.1, 0.6]])[..., None].expand(2, 2, 3)
+    to_s = torch.tensor([[0.2, 0.2], [0.5, 0.2]])[..., None].expand(2, 2, 3)
+    read = ioi.IOIRead(dla=dla, to_io=to_io, to_s=to_s, to_s2=to_s, logit_diff=torch.zeros(3))
+    # L1H0 is more negative than the threshold but looks at S; L0H1 looks at the IO but does almost nothing
+    assert cs.negative_name_movers(read, k=4) == [(0, 0)]

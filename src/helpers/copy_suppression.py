@@ -317,6 +317,16 @@ def ioi_check(model: TransformerBridge, heads: Sequence[Head], *, prompts: int, 
     return ablation_effects(values, heads, metric_name="logit(IO) - logit(S)", seed=seed)
 
 
+NEGATIVE_MOVER_DLA = -0.1  # logits: below this, a head that prefers the IO counts as a negative name mover
+
+
+def negative_name_movers(read: ioi.IOIRead, k: int) -> list[Head]:
+    """Among the `k` most negative heads that attend END -> IO more than END -> S, those whose mean DLA
+    is below `NEGATIVE_MOVER_DLA` (a head at -0.01 attends to the IO but does nothing with it)."""
+    dla = read.dla.mean(-1)
+    return [h for h in ioi.negative_mover_ranking(read, k) if dla[h] < NEGATIVE_MOVER_DLA]
+
+
 @dataclass(frozen=True)
 class Sizes:
     """How many prompts each step uses (the notebook's parameters cell sets these)."""
@@ -359,9 +369,9 @@ class Study:
             "OV rank of those heads": ", ".join(f"{label(h)} {self.screen.ov_rank(h)}" for h in self.screen.passing)
                                       or "-",
             "ablate top NNM: logit diff": str(self.ioi.top) if self.ioi else "not run",
-            "random heads": str(self.ioi.random) if self.ioi else "not run",
+            "random heads (IOI)": str(self.ioi.random) if self.ioi else "not run",
             "ablate top CS head: log P(attended)": str(self.prose.check.top) if self.prose else "not run",
-            "random heads ": str(self.prose.check.random) if self.prose else "not run",
+            "random heads (prose)": str(self.prose.check.random) if self.prose else "not run",
         }
 
 
@@ -370,7 +380,7 @@ def study(model: TransformerBridge, name: str, *, sizes: Sizes = Sizes(), seed: 
     data = ioi.ioi_data(model, n=sizes.ioi_prompts, seed=seed)
     gate = ioi.ioi_gate(model, data, seed=seed)
     read = ioi.ioi_read(model, data)
-    movers = [h for h in ioi.negative_mover_ranking(read, sizes.top_k) if read.dla.mean(-1)[h] < -0.1]
+    movers = negative_name_movers(read, sizes.top_k)
     screen, _, _ = prose_screen(model, windows=sizes.screen_windows, length=sizes.window_length,
                              ov_tokens=sizes.ov_tokens, k=sizes.top_k, seed=seed + 10)
     prose = (prose_check(model, screen.passing[0], pool=sizes.check_pool, length=sizes.window_length,
