@@ -94,8 +94,9 @@ def _screen(score_top: float, nonce_dla_top: float) -> mover.MoverScreen:
     attention, dla, nonce_attention, nonce_dla = noise().abs(), noise(), noise().abs(), noise()
     attention[1, 0], dla[1, 0] = 1.0, score_top
     nonce_attention[1, 0], nonce_dla[1, 0] = 1.0, nonce_dla_top
-    return mover.MoverScreen(score=mover.mover_score(attention, dla), nonce_score=mover.mover_score(nonce_attention, nonce_dla),
-                             attention=attention, nonce_attention=nonce_attention, dla=dla, nonce_dla=nonce_dla)
+    return mover.MoverScreen(score=mover.mover_score(attention, dla),
+                             nonce_score=mover.mover_score(nonce_attention, nonce_dla), attention=attention,
+                             nonce_attention=nonce_attention, dla=dla, nonce_dla=nonce_dla)
 
 
 def _check(top: float, random: float) -> AblationCheck:

@@ -93,7 +93,8 @@ def word_ids(model, words: Sequence[str]) -> Int[Tensor, "word"]:
     ids = [model.tokenizer.encode(" " + word, add_special_tokens=False) for word in words]
     bad = [word for word, piece in zip(words, ids) if len(piece) != 1]
     if bad:
-        raise ValueError(f"{bad} are not single tokens for this tokenizer; filter the facts with relation_facts(model, ...)")
+        raise ValueError(f"{bad} are not single tokens for this tokenizer; "
+                         "filter the facts with relation_facts(model, relation)")
     return torch.tensor([piece[0] for piece in ids])
 
 
@@ -187,8 +188,8 @@ class FactBatch:
         return self.template.format(subject=subject)
 
     def subset(self, keep: Bool[Tensor, "batch"] | Sequence[int]) -> FactBatch:
-        """The rows in `keep` (a mask or indices), candidates unchanged; derangement partners are redrawn
-        only if a row's partner fell out (it keeps its wrong answer, which stays another fact's answer)."""
+        """The rows in `keep` (a mask or indices). Candidates are unchanged and each row keeps its competitor
+        answer, which stays another fact's answer even if that fact is no longer in the batch."""
         index = torch.as_tensor(keep)
         index = index.nonzero().flatten() if index.dtype == torch.bool else index.long()
         rows = index.tolist()
@@ -488,7 +489,8 @@ class MoverStudy:
         """One findings-table row."""
         gate = self.recall.gate
         known = self.recall.known()
-        row = {"model": self.model, "recall (gate)": f"{'pass' if gate.passed else 'fail'}: {gate.metric} vs {gate.null}",
+        verdict = f"{'pass' if gate.passed else 'fail'}: {gate.metric} vs {gate.null}"
+        row = {"model": self.model, "recall (gate)": verdict,
                "known facts": ", ".join(f"{b.relation} {len(k)}/{len(b)}" for b, k in zip(self.recall.batches, known))}
         if self.screen is None or self.ablation is None:
             return row | {"mover heads": "gate failed: no head screen"}
