@@ -180,14 +180,28 @@ def ablation_check(model: TransformerBridge, tokens: Tensor, heads: Sequence[Hea
                                            seed=seed, exclude=heads)
     values = interventions.ablated_metric(model, tokens, [[]] + [heads] + draws, metric, mode=mode, means=means,
                                           max_rows=max_rows)  # [set, prompt]
+    return check_from_values(values, heads, metric_name=metric_name, mode=mode, seed=seed)
+
+
+def check_from_values(values: Float[Tensor, "set prompt"], heads: Sequence[Head], *, metric_name: str, mode: str,
+                      seed: int = 0, larger_is_stronger: bool = True) -> AblationCheck:
+    """An `AblationCheck` from a metric measured with nothing changed (row 0), the top heads changed
+    (row 1) and random head sets of the same size changed (rows 2...), e.g. by patching instead of ablation.
+
+    `larger_is_stronger=False` when the expected effect is a *drop* (patching the IOI name movers lowers
+    the logit difference): the p-value then counts random draws that drop at least as far.
+    """
+    if values.ndim != 2 or values.shape[0] < 3:
+        raise ValueError(f"values must be [set, prompt] with rows clean, top, random...; got {tuple(values.shape)}")
     clean, top, random = values[0], values[1] - values[0], values[2:] - values[0]
     random_draws = random.mean(dim=1)
-    exceed = (random_draws >= top.mean()).sum().item()
+    sign = 1.0 if larger_is_stronger else -1.0
+    exceed = (sign * random_draws >= sign * top.mean()).sum().item()
     return AblationCheck(
-        metric_name=metric_name, heads=tuple(heads), mode=mode,
+        metric_name=metric_name, heads=tuple(tuple(h) for h in heads), mode=mode,
         clean=stats.bootstrap_ci(clean, seed=seed), top=stats.bootstrap_ci(top, seed=seed),
         random=stats.bootstrap_ci(random_draws, seed=seed), random_draws=random_draws,
-        p_value=(exceed + 1) / (n_random + 1),
+        p_value=(exceed + 1) / (len(random_draws) + 1),
     )
 
 

@@ -266,3 +266,23 @@ def ov_diagonal_strength(model: Source, tokens: Sequence[int] | Tensor) -> Float
     """Mean own-logit minus mean other-token logit per head: positive copies, negative suppresses."""
     tokens = torch.as_tensor(tokens, dtype=torch.long).flatten()
     return ov_partner_strength(model, tokens, tokens, tokens)
+
+
+@torch.no_grad()
+def copying_from_vectors(model: Source, vectors: Float[Tensor, "n d_model"], tokens: Sequence[int] | Tensor
+                         ) -> Float[Tensor, "layer head"]:
+    """`ov_copying_scores` with the residual vectors a head would actually read in place of ``W_E``.
+
+    Wang et al. and McDougall et al. read a name through the first MLP ("effective embedding"): at
+    small scale the raw embedding can hide a copying circuit that the residual stream shows. `vectors[i]`
+    stands for `tokens[i]` (e.g. `capture.residual_at_end(model, one-token prompts, [0])`).
+    """
+    weights = _weights(model)
+    tokens = _ids(tokens, "tokens", weights.unembed.shape[1])
+    if vectors.ndim != 2 or vectors.shape[0] != tokens.numel():
+        raise ValueError(f"vectors must be [n, d_model] with one row per token ({tokens.numel()}); "
+                         f"got {tuple(vectors.shape)}")
+    source = _normalise(vectors.float().cpu(), weights)
+    read = weights.unembed[:, tokens.to(weights.unembed.device)].float().cpu() * weights.final_gain[:, None]
+    table = torch.stack([_layer_logits(weights, layer, source, read) for layer in range(weights.n_layers)])
+    return (table.argmax(-1) == torch.arange(tokens.numel())).float().mean(-1)

@@ -382,3 +382,80 @@ def attention_view(
         f'CV.render("{div}", CV.AttentionPatterns, {props});\n'
         f"</script>"
     )
+
+
+def head_scatter(
+    x: Float[Tensor, "layer head"] | Float[np.ndarray, "layer head"],
+    y: Float[Tensor, "layer head"] | Float[np.ndarray, "layer head"],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    marked: Sequence[tuple[int, int]] = (),
+    ax: Axes | None = None,
+) -> Figure:
+    """One dot per head at two scores (e.g. attention to a token vs direct effect), marked heads labelled."""
+    xs, ys = _numpy(x, "x [layer, head]", 2), _numpy(y, "y [layer, head]", 2)
+    if xs.shape != ys.shape:
+        raise ValueError(f"x and y must both be [layer, head]; got {xs.shape} and {ys.shape}")
+    fig, ax = _figure(ax, (5.5, 4.0))
+    ax.scatter(xs.ravel(), ys.ravel(), s=14, color="#4c72b0", alpha=0.6, label=f"all {xs.size} heads")
+    for layer, head in marked:
+        ax.scatter([xs[layer, head]], [ys[layer, head]], s=40, facecolors="none", edgecolors=MARK_COLOR)
+        ax.annotate(head_label((layer, head)), (xs[layer, head], ys[layer, head]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8, color=MARK_COLOR)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="best")
+    return fig
+
+
+ROLE_COLORS = {"previous token": "#8172b3", "duplicate token": "#937860", "induction": "#da8bc3",
+               "S-inhibition": "#dd8452", "name mover": "#55a868", "negative name mover": "#c44e52"}
+
+
+def circuit_diagram(
+    roles: Mapping[str, Sequence[tuple[int, int]]],
+    edges: Sequence[tuple[str, str]],
+    *,
+    n_layers: int,
+    title: str,
+    ax: Axes | None = None,
+) -> Figure:
+    """Heads placed by layer (top to bottom) and grouped by role, with arrows between roles.
+
+    Args:
+        roles: role name -> its heads; a role may be empty (drawn as "not found").
+        edges: (from role, to role) arrows, e.g. ``("S-inhibition", "name mover")``; "logits" is a sink.
+    """
+    names = list(roles)
+    fig, ax = _figure(ax, (1.9 * len(names) + 1.5, 5.0))
+    centre: dict[str, tuple[float, float]] = {}
+    for column, role in enumerate(names):
+        heads = sorted(roles[role])
+        color = ROLE_COLORS.get(role, "#4c72b0")
+        if not heads:
+            ax.text(column, n_layers / 2, "not found", ha="center", va="center", fontsize=8, color="grey")
+            centre[role] = (column, n_layers / 2)
+            continue
+        for i, (layer, head) in enumerate(heads):
+            offset = 0.28 * (i - (len(heads) - 1) / 2) if len({h[0] for h in heads}) < len(heads) else 0.0
+            ax.text(column + offset, layer, head_label((layer, head)), ha="center", va="center", fontsize=7,
+                    bbox=dict(boxstyle="round,pad=0.25", facecolor=color, edgecolor="none", alpha=0.85))
+        centre[role] = (column, float(np.mean([layer for layer, _ in heads])))
+    centre["logits"] = (len(names), n_layers)
+    ax.text(len(names), n_layers, "logits", ha="center", va="center", fontsize=8,
+            bbox=dict(boxstyle="round,pad=0.3", facecolor="white", edgecolor="black"))
+    for source, target in edges:
+        if source in centre and target in centre:
+            ax.annotate("", xy=centre[target], xytext=centre[source],
+                        arrowprops=dict(arrowstyle="->", color="grey", shrinkA=14, shrinkB=14, linewidth=1))
+    ax.set_xticks(np.arange(len(names)), [textwrap.fill(n, 12) for n in names], fontsize=8)
+    ax.set_xlim(-0.7, len(names) + 0.7)
+    ax.set_ylim(n_layers + 0.8, -1)
+    ax.set_ylabel("layer")
+    ax.set_xlabel("role in the circuit")
+    ax.set_title(title)
+    return fig
