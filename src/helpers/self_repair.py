@@ -25,7 +25,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from helpers import stats
+from helpers import interventions, ioi, stats  # ioi/interventions only for backup_study
 
 Head = tuple[int, int]
 
@@ -165,3 +165,81 @@ def rise_control(before_dla: Float[Tensor, "layer head batch"],
     return RiseControl(draws=tuple(tuple(map(tuple, d)) for d in draws),
                        max_rise=torch.stack([r.nan_to_num(float("-inf")).max() for r in rises]),
                        by_heads=torch.stack([r.nansum() for r in rises]), seed=seed)
+
+
+# --------------------------------------------------------------------------------------------------
+# The backup-name-mover study (Wang et al.'s knockout), the same steps for every model on the page.
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Prompts and draws of the backup study (the page's parameters cell sets these)."""
+
+    prompts: int = 50
+    top_k: int = 3
+    n_random: int = 10
+
+
+@dataclass(frozen=True)
+class BackupStudy:
+    """IOI gate, the name movers, their knockout accounted for, the backups and the random-set control.
+
+    A head is a *backup* when its mean DLA rise after the knockout is above every single-head rise seen
+    after the random knockouts (`control.max_rise`) and at least `min_share` of the lost direct effect.
+    """
+
+    model: str
+    gate: stats.GateResult
+    name_movers: tuple[Head, ...]
+    dla: Float[Tensor, "layer head"]
+    rise: Float[Tensor, "layer head"]
+    repair: SelfRepair
+    control: RiseControl
+    min_share: float = 0.1
+
+    @property
+    def backups(self) -> list[Head]:
+        """Heads passing the backup rule, largest rise first."""
+        bar = max(self.control.max_rise.max().item(), self.min_share * self.repair.lost.mean().item())
+        grid = self.rise.nan_to_num(float("-inf"))
+        n_heads = grid.shape[1]
+        order = grid.flatten().argsort(descending=True).tolist()
+        return [(i // n_heads, i % n_heads) for i in order if grid.flatten()[i] > bar]
+
+    def row(self) -> dict[str, object]:
+        label = lambda heads, grid: ", ".join(f"L{l}H{h} ({grid[l, h]:+.2f})" for l, h in heads) or "none"  # noqa: E731
+        return {
+            "model": self.model,
+            "behaviour gate": "pass" if self.gate.passed else "fail",
+            "name movers (DLA)": label(self.name_movers, self.dla),
+            "direct effect lost": str(self.repair.estimate("lost")),
+            "actual drop": str(self.repair.estimate("actual")),
+            "self-repair fraction": str(self.repair.fraction()),
+            "backups (DLA rise)": label(self.backups[:4], self.rise),
+            "largest rise, random knockouts": f"{self.control.max_rise.max():.3f}",
+        }
+
+
+def name_movers(read, k: int) -> list[Head]:
+    """The top `k` heads of `ioi.name_mover_ranking` (attending END -> IO more than END -> S) whose mean
+    direct effect is positive: a head that pushes towards S is not moving the indirect object."""
+    dla = read.dla.mean(-1)
+    return [head for head in ioi.name_mover_ranking(read) if dla[head] > 0][:k]
+
+
+def backup_study(model, name: str, *, sizes: Sizes = Sizes(), seed: int = 0) -> BackupStudy:
+    """Gate, name movers, knockout and random control on `model`: what the page shows, in one call."""
+    data = ioi.ioi_data(model, n=sizes.prompts, seed=seed)
+    gate = ioi.ioi_gate(model, data, seed=seed)
+    read = ioi.ioi_read(model, data)
+    movers = name_movers(read, sizes.top_k)
+    means = ioi.abc_means(model, data)
+    after = ioi.dla_after_ablation(model, data, movers, means=means)
+    draws = interventions.random_head_sets(model.cfg.n_layers, model.cfg.n_heads, len(movers), sizes.n_random,
+                                           seed=seed + 1, exclude=movers)
+    control = rise_control(read.dla, [ioi.dla_after_ablation(model, data, d, means=means).dla for d in draws],
+                           draws, seed=seed)
+    return BackupStudy(model=name, gate=gate, name_movers=tuple(movers), dla=read.dla.mean(-1),
+                       rise=dla_rise(read.dla, after.dla, movers),
+                       repair=account(read.dla, read.logit_diff, after.dla, after.logit_diff, movers, seed=seed),
+                       control=control)
