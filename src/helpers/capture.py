@@ -1,6 +1,6 @@
 """Read activations out of a model: attention patterns, per-head outputs and next-token losses.
 
-With `interventions`, this is the only module that names hook points. Everything here runs one
+With `interventions` and `patching`, this is one of the three modules that name hook points. Everything here runs one
 forward pass (or a few mini-batches of one) and caches only the hooks it needs: a full
 ``run_with_cache`` on SmolLM2 keeps 1,725 tensors (about 1.8 GB at 8 x 64 tokens).
 """

@@ -69,7 +69,8 @@ class NameMoverStudy:
     gate: stats.GateResult
     read: ioi.IOIRead
     movers: tuple[Head, ...]
-    copying: Float[Tensor, "layer head"]
+    copying: Float[Tensor, "layer head"]  # from the effective embedding (after block 0)
+    raw_copying: Float[Tensor, "layer head"]  # from the token embedding W_E
     path: AblationCheck | None
 
     @property
@@ -83,7 +84,7 @@ class NameMoverStudy:
             "behaviour gate": "pass" if self.gate.passed else "fail",
             "name movers (DLA)": _label(self.movers, self.dla),
             "attention END→IO / END→S": ", ".join(f"{to_io[h]:.2f} / {to_s[h]:.2f}" for h in self.movers),
-            "OV copying score": ", ".join(f"{self.copying[h]:.2f}" for h in self.movers),
+            "OV copying (effective embedding)": ", ".join(f"{self.copying[h]:.2f}" for h in self.movers),
             "path patching, top-k": str(self.path.top) if self.path else "not run",
             "path patching, random-k": str(self.path.random) if self.path else "not run",
         }
@@ -94,7 +95,7 @@ def name_mover_study(model, name: str, *, sizes: IOISizes = IOISizes(), seed: in
     gate = ioi.ioi_gate(model, data, seed=seed)
     read = ioi.ioi_read(model, data)
     movers = ioi.name_mover_ranking(read, sizes.top_k)
-    copying = ov.ov_copying_scores(model, name_tokens(model))
+    raw_copying, copying = name_copying(model)
     path = None
     if gate.passed and movers:
         check = ioi.ioi_data(model, n=sizes.check_prompts, seed=seed + 1)
@@ -103,7 +104,8 @@ def name_mover_study(model, name: str, *, sizes: IOISizes = IOISizes(), seed: in
         values = ioi.patched_logit_diff(model, check, [[], movers, *draws], path=True)
         path = families.check_from_values(values, movers, metric_name="logit(IO) - logit(S)", mode="path-patched",
                                           seed=seed, larger_is_stronger=False)
-    return NameMoverStudy(model=name, gate=gate, read=read, movers=tuple(movers), copying=copying, path=path)
+    return NameMoverStudy(model=name, gate=gate, read=read, movers=tuple(movers), copying=copying,
+                          raw_copying=raw_copying, path=path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -139,8 +141,8 @@ class InhibitionStudy:
         return {
             "model": self.model,
             "receivers (name movers)": _label(self.receivers),
-            "S-inhibition heads (shift)": ", ".join(f"L{l}H{h} ({shifts[(l, h)]:+.3f})"
-                                                    for l, h in self.inhibitors) or "none",
+            "S-inhibition heads (shift)": (", ".join(f"L{l}H{h} ({shifts[(l, h)]:+.3f})" for l, h in self.inhibitors[:3])
+                                           or "none") + (f" +{len(self.inhibitors) - 3} more" if len(self.inhibitors) > 3 else ""),
             "largest random single shift": f"{self.cutoff:+.3f}",
             "joint shift, top-k": str(self.joint.top),
             "joint shift, random-k": str(self.joint.random),
@@ -275,6 +277,13 @@ def circuit_study(model, name: str, roles: dict[str, Sequence[Head]], *, sizes: 
                         nothing=stats.bootstrap_ci(nothing, seed=seed),
                         recovered=ioi.recovered_fraction(circuit, full, nothing), random_recovered=random_recovered,
                         n_total=n_layers * n_heads)
+
+
+def findings_table(*studies):
+    """One row per model for any of the studies above (a pandas DataFrame indexed by model)."""
+    import pandas as pd
+
+    return pd.DataFrame([study.row() for study in studies]).set_index("model")
 
 
 def run_all(name: str, *, sizes: IOISizes = IOISizes(), seed: int = 0):
