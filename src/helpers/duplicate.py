@@ -92,8 +92,8 @@ def planted_repeat(model: TransformerBridge, *, batch: int, length: int, seed: i
     first = torch.randint(start, plain.tokens.shape[1] - 3, (batch,), generator=torch.Generator().manual_seed(seed))
     tokens = plain.tokens.clone()
     tokens[:, -1] = tokens[torch.arange(batch), first]
-    return tasks.TaskBatch(name="planted_repeat", tokens=tokens, prompts=tuple(model.tokenizer.decode(t) for t in tokens),
-                           corrupted=plain.tokens,
+    return tasks.TaskBatch(name="planted_repeat", tokens=tokens,
+                           prompts=tuple(model.tokenizer.decode(t) for t in tokens), corrupted=plain.tokens,
                            positions={"first": first, "second": torch.full((batch,), tokens.shape[1] - 1)})
 
 
