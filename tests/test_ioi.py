@@ -74,6 +74,7 @@ def test_rankings_keep_only_heads_that_look_at_the_indirect_object():
     assert ioi.name_mover_ranking(read, 2) == [(1, 2), (1, 0)]
     assert ioi.negative_mover_ranking(read, 2) == [(0, 2), (1, 1)]
     assert len(ioi.name_mover_ranking(read)) == 3 and len(ioi.negative_mover_ranking(read)) == 2
+    assert ioi.subject_suppressor_ranking(read) == [(0, 1)]  # looks at S, pushes IO - S up
 
 
 def test_recovered_fraction_and_complement():

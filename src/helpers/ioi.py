@@ -138,6 +138,13 @@ def negative_mover_ranking(read: IOIRead, k: int | None = None) -> list[Head]:
     return _ranked(-dla, (read.to_io.mean(-1) > read.to_s.mean(-1)) & (dla < 0), k)
 
 
+def subject_suppressor_ranking(read: IOIRead, k: int | None = None) -> list[Head]:
+    """Heads with a positive mean direct effect, largest first, among those attending END -> S more than to
+    IO: they help by pushing the subject *down* (copy suppression aimed at S), not by copying IO."""
+    dla = read.dla.mean(-1)
+    return _ranked(dla, (read.to_s.mean(-1) > read.to_io.mean(-1)) & (dla > 0), k)
+
+
 @dataclass(frozen=True)
 class InhibitionShift:
     """Sender -> name-mover-query path patching from the ABC run.

@@ -20,7 +20,8 @@ from helpers.families import AblationCheck
 from helpers.interventions import Head
 
 ROLE_ORDER = ("previous token", "duplicate token", "induction", "S-inhibition", "name mover",
-              "negative name mover")
+              "negative name mover", "subject suppressor")
+WANG_ROLES = ROLE_ORDER[:-1]  # the classes of Wang et al.'s circuit that these screens look for
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,7 @@ class CircuitStudy:
             "circuit only": str(self.circuit),
             "all heads ablated": str(self.nothing),
             "recovered": f"{self.recovered:.2f}",
-            "random circuits (max)": f"{self.random_recovered.max():.2f}",
+            "random circuits (max)": f"{self.random_recovered.max():.2f}" if len(self.random_recovered) else "not run",
         }
 
     n_total: int = 0
@@ -242,8 +243,9 @@ class CircuitStudy:
 
 def circuit_roles(model, data: tasks.TaskBatch, read: ioi.IOIRead, inhibitors: Sequence[Head], *,
                   per_role: int = 2, movers: int = 3) -> dict[str, tuple[Head, ...]]:
-    """The heads of each IOI role: name movers and negative name movers from the END read, S-inhibition as
-    given, and the upstream roles by their attention pattern in layers before the S-inhibition heads."""
+    """The heads of each IOI role: name movers, the negative name mover and the subject suppressor from the
+    END read, S-inhibition as given, and the upstream roles by their attention pattern in layers before the
+    S-inhibition heads and name movers."""
     name_movers = ioi.name_mover_ranking(read, movers)
     negative = ioi.negative_mover_ranking(read, 1)
     before = min([layer for layer, _ in inhibitors] + [layer for layer, _ in name_movers])
@@ -257,6 +259,7 @@ def circuit_roles(model, data: tasks.TaskBatch, read: ioi.IOIRead, inhibitors: S
     roles["S-inhibition"] = tuple(inhibitors)
     roles["name mover"] = tuple(name_movers)
     roles["negative name mover"] = tuple(negative)
+    roles["subject suppressor"] = tuple(ioi.subject_suppressor_ranking(read, 1))
     return roles
 
 

@@ -413,7 +413,8 @@ def head_scatter(
 
 
 ROLE_COLORS = {"previous token": "#8172b3", "duplicate token": "#937860", "induction": "#da8bc3",
-               "S-inhibition": "#dd8452", "name mover": "#55a868", "negative name mover": "#c44e52"}
+               "S-inhibition": "#dd8452", "name mover": "#55a868", "negative name mover": "#c44e52",
+               "subject suppressor": "#64b5cd"}
 
 
 def circuit_diagram(
