@@ -62,10 +62,24 @@ def mean_head_outputs(
     prompt shares one template).
     """
     check_tokens(model, tokens)
-    names = {z_hook(layer) for layer in range(model.cfg.n_layers)}
-    _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=lambda name: name in names)
     dims = (0,) if per_position else (0, 1)
-    return torch.stack([cache[z_hook(layer)].mean(dim=dims) for layer in range(model.cfg.n_layers)])
+    means: dict[int, Tensor] = {}
+
+    def keep(layer: int):
+        def hook(activation: Tensor, hook=None) -> None:
+            means[layer] = activation.mean(dim=dims)
+        return hook
+
+    def stop(activation: Tensor, hook=None) -> None:
+        raise _Captured  # the means are complete; the unembedding would only cost time
+
+    try:
+        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=[(z_hook(layer), keep(layer))
+                                                                     for layer in range(model.cfg.n_layers)]
+                             + [("ln_final.hook_in", stop)])
+    except _Captured:
+        pass
+    return torch.stack([means[layer] for layer in range(model.cfg.n_layers)])
 
 
 @torch.no_grad()

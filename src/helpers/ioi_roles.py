@@ -129,8 +129,8 @@ class InhibitionStudy:
     single_shift: Float[Tensor, "candidate"]
     random_single: Float[Tensor, "draw"]
     inhibitors: tuple[Head, ...]
-    joint: AblationCheck
-    joint_logit: AblationCheck
+    joint: AblationCheck | None  # None when only the one-by-one screen was run (the circuit page)
+    joint_logit: AblationCheck | None
 
     @property
     def cutoff(self) -> float:
@@ -145,9 +145,9 @@ class InhibitionStudy:
             "S-inhibition heads (shift)": (", ".join(f"L{l}H{h} ({shifts[(l, h)]:+.3f})" for l, h in self.inhibitors[:3])
                                            or "none") + (f" +{len(self.inhibitors) - 3} more" if len(self.inhibitors) > 3 else ""),
             "largest random single shift": f"{self.cutoff:+.3f}",
-            "joint shift, top-k": str(self.joint.top),
-            "joint shift, random-k": str(self.joint.random),
-            "logit diff change, top-k": str(self.joint_logit.top),
+            "joint shift, top-k": str(self.joint.top) if self.joint else "not run",
+            "joint shift, random-k": str(self.joint.random) if self.joint else "not run",
+            "logit diff change, top-k": str(self.joint_logit.top) if self.joint_logit else "not run",
         }
 
 
@@ -156,8 +156,9 @@ def _earlier_heads(model, before_layer: int) -> list[Head]:
 
 
 def inhibition_study(model, name: str, read: ioi.IOIRead, receivers: Sequence[Head], *,
-                     sizes: IOISizes = IOISizes(), seed: int = 0) -> InhibitionStudy:
-    """Candidates by END -> S2 attention, each path-patched alone, then the strongest together."""
+                     sizes: IOISizes = IOISizes(), seed: int = 0, joint: bool = True) -> InhibitionStudy:
+    """Candidates by END -> S2 attention, each path-patched alone, then (with `joint`) the strongest
+    together against random pairs."""
     receivers = tuple(receivers)
     first = min(layer for layer, _ in receivers)
     to_s2 = read.to_s2.mean(-1)
@@ -175,16 +176,17 @@ def inhibition_study(model, name: str, read: ioi.IOIRead, receivers: Sequence[He
     order = single_shift.argsort(descending=True).tolist()
     top = [candidates[i] for i in order[:k]]
     inhibitors = tuple(candidates[i] for i in order if single_shift[i] > random_single.max())
+    common = dict(model=name, receivers=receivers, to_s2=to_s2, candidates=tuple(candidates),
+                  single_shift=single_shift, random_single=random_single, inhibitors=inhibitors)
+    if not joint:
+        return InhibitionStudy(**common, joint=None, joint_logit=None)
     draws = [[others[(sizes.random_singles + i * k + j) % len(others)] for j in range(k)]
              for i in range(sizes.n_random)]
-    joint = ioi.inhibition_shift(model, data, [top, *draws], receivers)
-    zeros = torch.zeros(1, len(data))
-    shift_values = torch.cat([zeros, joint.shift])  # row 0: the clean run moves nothing by definition
-    clean_logit = ioi.ioi_read(model, data).logit_diff[None]
-    logit_values = torch.cat([clean_logit, joint.logit_diff])
+    together = ioi.inhibition_shift(model, data, [top, *draws], receivers)
+    shift_values = torch.cat([torch.zeros(1, len(data)), together.shift])  # row 0: the clean run moves nothing
+    logit_values = torch.cat([ioi.ioi_read(model, data).logit_diff[None], together.logit_diff])
     return InhibitionStudy(
-        model=name, receivers=receivers, to_s2=to_s2, candidates=tuple(candidates), single_shift=single_shift,
-        random_single=random_single, inhibitors=inhibitors,
+        **common,
         joint=families.check_from_values(shift_values, top, metric_name="name movers' (S - IO) attention",
                                          mode="path-patched", seed=seed),
         joint_logit=families.check_from_values(logit_values, top, metric_name="logit(IO) - logit(S)",
@@ -282,6 +284,17 @@ def circuit_study(model, name: str, roles: dict[str, Sequence[Head]], *, sizes: 
                         n_total=n_layers * n_heads)
 
 
+def recovered_by(model, circuits: dict[str, Sequence[Head]], *, sizes: IOISizes = IOISizes(), seed: int = 0
+                 ) -> dict[str, float]:
+    """`CircuitStudy.recovered` for several circuits in one batched pass (same prompts, no random control)."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    data = ioi.ioi_data(model, n=sizes.check_prompts, seed=seed + 2)
+    sets = [[], ioi.all_heads_except([], n_layers, n_heads)]
+    sets += [ioi.all_heads_except(heads, n_layers, n_heads) for heads in circuits.values()]
+    values = ioi.ablated_logit_diff(model, data, sets)
+    return {name: ioi.recovered_fraction(row, values[0], values[1]) for name, row in zip(circuits, values[2:])}
+
+
 def findings_table(*studies):
     """One row per model for any of the studies above (a pandas DataFrame indexed by model)."""
     import pandas as pd
@@ -293,7 +306,7 @@ def run_all(name: str, *, sizes: IOISizes = IOISizes(), seed: int = 0):
     """Every IOI study on model `name`: (name movers, S-inhibition, circuit), for comparison rows."""
     model = models.load_model(name)
     movers = name_mover_study(model, name, sizes=sizes, seed=seed)
-    inhibition = inhibition_study(model, name, movers.read, movers.movers, sizes=sizes, seed=seed)
+    inhibition = inhibition_study(model, name, movers.read, movers.movers, sizes=sizes, seed=seed, joint=False)
     data = ioi.ioi_data(model, n=sizes.prompts, seed=seed)
     roles = circuit_roles(model, data, movers.read, inhibition.inhibitors)
     return movers, inhibition, circuit_study(model, name, roles, sizes=sizes, seed=seed)
