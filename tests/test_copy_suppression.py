@@ -77,7 +77,7 @@ def test_head_effects_add_up_to_the_attention_layer_effect_on_the_centred_logit(
     model = tiny_llama_gqa
     tokens = torch.randint(3, model.cfg.d_vocab, (3, 7), generator=torch.Generator().manual_seed(2))
     run = capture.read_end(model, tokens)
-    outputs = cs.head_outputs_at_end(model, run)  # [layer, batch, head, d_model]
+    outputs = attribution.head_outputs_from_read(model, run)  # [layer, batch, head, d_model]
     token_ids = torch.tensor([4, 9, 11])
     direction = cs.folded_unembedding(model, token_ids)  # [batch, d_model]: one token per prompt
     per_head = torch.einsum("lbhm,bm->lbh", outputs, direction)
@@ -95,7 +95,7 @@ def test_read_prose_effects_use_the_token_each_head_attends_to(tiny_llama_gqa):
     tokens = torch.randint(3, model.cfg.d_vocab, (4, 8), generator=torch.Generator().manual_seed(3))
     read = cs.read_prose(model, tokens, seed=0)
     run = capture.read_end(model, tokens)
-    outputs = cs.head_outputs_at_end(model, run)
+    outputs = attribution.head_outputs_from_read(model, run)
     layer, batch, head = 1, 2, 3
     key = read.attended_key[layer, batch, head]
     assert 1 <= key < tokens.shape[1] - 1

@@ -87,11 +87,10 @@ def head_logit_attribution(model: TransformerBridge, tokens: Int[Tensor, "batch 
     return attribution_from_read(model, read_end(model, tokens, position=position), answers, wrong)
 
 
-def attribution_from_read(model: TransformerBridge, run: EndRead, answers: Int[Tensor, "batch"],
-                          wrong: Int[Tensor, "batch"]) -> Float[Tensor, "layer head batch"]:
-    """`head_logit_attribution` from a pass already read (e.g. one run with some heads ablated)."""
-    _check_answers(answers, wrong, run.final.shape[0], model.cfg.d_vocab)
-    read = final_read(model, answer_directions(model, answers, wrong)) / run.final_scale  # [batch, d_model]
+def head_outputs_from_read(model: TransformerBridge, run: EndRead) -> Float[Tensor, "layer batch head d_model"]:
+    """Each head's output at the read position as the logits see it: ``z @ W_O``, Gemma's post-attention norm
+    and the final norm's scale applied. Dotting it with a gain-folded unembedding column (`final_read`)
+    gives the head's direct effect on that logit."""
     w_o = model.W_O.float().cpu()  # the bridge stacks every layer's weights on each access: read it once
     out = []
     for layer in range(model.cfg.n_layers):
@@ -99,5 +98,13 @@ def attribution_from_read(model: TransformerBridge, run: EndRead, answers: Int[T
         if run.post_scale is not None:  # Gemma normalises the attention block's output before adding it
             gain = norm_gain(model.blocks[layer].ln1_post, model.cfg.d_model)
             head_out = head_out * gain / run.post_scale[layer][:, None, None]
-        out.append(torch.einsum("bhm,bm->hb", head_out, read))
+        out.append(head_out / run.final_scale[:, None, :])
     return torch.stack(out)
+
+
+def attribution_from_read(model: TransformerBridge, run: EndRead, answers: Int[Tensor, "batch"],
+                          wrong: Int[Tensor, "batch"]) -> Float[Tensor, "layer head batch"]:
+    """`head_logit_attribution` from a pass already read (e.g. one run with some heads ablated)."""
+    _check_answers(answers, wrong, run.final.shape[0], model.cfg.d_vocab)
+    read = final_read(model, answer_directions(model, answers, wrong))  # [batch, d_model]
+    return torch.einsum("lbhm,bm->lhb", head_outputs_from_read(model, run), read)

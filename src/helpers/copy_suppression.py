@@ -25,7 +25,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from helpers import capture, families, interventions, ioi, ov, stats, tasks
-from helpers.attribution import final_read, norm_gain
+from helpers.attribution import final_read, head_outputs_from_read
 from helpers.scores import top_heads
 
 if TYPE_CHECKING:
@@ -122,23 +122,6 @@ def ablation_effects(values: Float[Tensor, "set batch"], heads: Sequence[Head], 
 # Reading a model at END.
 
 
-def head_outputs_at_end(model: TransformerBridge, run: capture.EndRead) -> Float[Tensor, "layer batch head d_model"]:
-    """Each head's output at END as the logits see it: ``z @ W_O``, Gemma's post-attention norm, the final scale.
-
-    Multiplying by a folded unembedding column (`folded_unembedding`) then gives the head's direct
-    effect on that logit.
-    """
-    w_o = model.W_O.float().cpu()  # the bridge stacks every layer's weights on each access: read it once
-    out = []
-    for layer in range(model.cfg.n_layers):
-        head_out = torch.einsum("bhd,hdm->bhm", run.z[layer], w_o[layer])
-        if run.post_scale is not None:  # Gemma normalises the attention block's output before adding it
-            gain = norm_gain(model.blocks[layer].ln1_post, model.cfg.d_model)
-            head_out = head_out * gain / run.post_scale[layer][:, None, None]
-        out.append(head_out / run.final_scale[:, None, :])
-    return torch.stack(out)
-
-
 def folded_unembedding(model: TransformerBridge, token_ids: Int[Tensor, "n"]) -> Float[Tensor, "n d_model"]:
     """Centred unembedding columns of `token_ids` with the final norm's gain folded in.
 
@@ -182,7 +165,7 @@ def read_prose(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], *, se
     run = capture.read_end(model, tokens)
     keys, weights = attended_keys(run.attention, first_key=first_key)
     controls = control_keys(keys, tokens.shape[1], first_key=first_key, seed=seed)
-    outputs = head_outputs_at_end(model, run)  # [layer, batch, head, d_model]
+    outputs = head_outputs_from_read(model, run)  # [layer, batch, head, d_model]
     rows = torch.arange(tokens.shape[0])[None, :, None]
     effects = []
     for chosen in (keys, controls):

@@ -221,10 +221,9 @@ class BackupStudy:
 
 
 def name_movers(read, k: int) -> list[Head]:
-    """The top `k` heads of `ioi.name_mover_ranking` (attending END -> IO more than END -> S) whose mean
-    direct effect is positive: a head that pushes towards S is not moving the indirect object."""
-    dla = read.dla.mean(-1)
-    return [head for head in ioi.name_mover_ranking(read) if dla[head] > 0][:k]
+    """The top `k` heads of `ioi.name_mover_ranking`: positive direct effect, attending END -> IO more than
+    END -> S (a head that pushes towards S is not moving the indirect object)."""
+    return ioi.name_mover_ranking(read, k)
 
 
 def backup_study(model, name: str, *, sizes: Sizes = Sizes(), seed: int = 0) -> BackupStudy:
