@@ -382,9 +382,9 @@ class MoverScreen:
 
 
 def _screen_parts(model, batch: FactBatch, tokens: Tensor) -> tuple[Tensor, Tensor]:
-    attention = subject_attention(capture.read_end(model, tokens).attention, batch.subject)
-    dla = attribution.head_logit_attribution(model, tokens, batch.answers, batch.wrong)
-    return attention, dla
+    run = capture.read_end(model, tokens)  # one pass gives both the attention and the DLA
+    return (subject_attention(run.attention, batch.subject),
+            attribution.attribution_from_read(model, run, batch.answers, batch.wrong))
 
 
 def screen_heads(model, batches: Sequence[FactBatch]) -> MoverScreen:
