@@ -58,3 +58,12 @@ def test_circuit_figures_draw_every_role_and_label_heads():
     assert "L1H2" in {t.get_text() for t in scatter.axes[0].texts}
     with pytest.raises(ValueError, match="both be"):
         plots.head_scatter(torch.rand(4, 3), torch.rand(3, 3), title="t", xlabel="x", ylabel="y")
+
+
+def test_published_lines_compare_each_role_with_gpt2_small(tiny_gpt2):
+    roles = {"name mover": [(9, 9), (1, 0)], "S-inhibition": [(7, 3)], "subject suppressor": [(1, 1)]}
+    lines = ioi_roles.published_lines(tiny_gpt2, roles)
+    assert len(lines) == 2  # the subject suppressor has no published class
+    assert lines[0].startswith("name mover: published name-mover heads") and "found L9H9" in lines[0]
+    assert "missed L9H6, L10H0" in lines[0] and "not published: L1H0" in lines[0]
+    assert "found L7H3" in lines[1] and "missed L7H9, L8H6, L8H10" in lines[1]

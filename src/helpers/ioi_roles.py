@@ -22,6 +22,9 @@ from helpers.interventions import Head
 ROLE_ORDER = ("previous token", "duplicate token", "induction", "S-inhibition", "name mover",
               "negative name mover", "subject suppressor")
 WANG_ROLES = ROLE_ORDER[:-1]  # the classes of Wang et al.'s circuit that these screens look for
+PUBLISHED_KEYS = {"previous token": "previous_token", "duplicate token": "duplicate_token",
+                  "induction": "induction_ioi", "S-inhibition": "s_inhibition", "name mover": "name_mover",
+                  "negative name mover": "negative_name_mover"}  # role -> key of models.GPT2_SMALL_PUBLISHED_HEADS
 
 
 @dataclass(frozen=True)
@@ -282,6 +285,12 @@ def circuit_study(model, name: str, roles: dict[str, Sequence[Head]], *, sizes: 
                         nothing=stats.bootstrap_ci(nothing, seed=seed),
                         recovered=ioi.recovered_fraction(circuit, full, nothing), random_recovered=random_recovered,
                         n_total=n_layers * n_heads)
+
+
+def published_lines(model, roles: dict[str, Sequence[Head]]) -> list[str]:
+    """One `families.published_comparison` line per role that has published heads (GPT-2 small, e.g. in Colab)."""
+    return [f"{role}: " + families.published_comparison(model, PUBLISHED_KEYS[role], heads)
+            for role, heads in roles.items() if role in PUBLISHED_KEYS]
 
 
 def recovered_by(model, circuits: dict[str, Sequence[Head]], *, sizes: IOISizes = IOISizes(), seed: int = 0
