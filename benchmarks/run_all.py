@@ -37,6 +37,7 @@ def main() -> None:
         ["load.py"] + (["--skip-cold"] if args.skip_cold else []),
         ["scores.py"],
         ["ablation.py"] + (["--full"] if args.full_ablation else []),
+        ["patching.py"],
     ]
     print(f"Benchmarks for DESIGN.md §7, {datetime.datetime.now().isoformat(timespec='seconds')}")
     print(f"load average at start: {load_average()}")
