@@ -18,6 +18,7 @@ from helpers.toy import (
     repeated_segment_batch,
     repeated_sequence,
     train,
+    train_together,
 )
 
 TINY = ToyConfig(vocab_size=10, n_ctx=12, n_layers=2, n_heads=2, d_model=16, d_head=8, seed=0)
@@ -175,6 +176,53 @@ def test_history_records_evaluations_at_step_zero_every_n_and_the_end():
     assert len(history.train_loss) == 5
     assert [e["step"] for e in history.evals] == [0, 2, 4, 5]
     assert all(e["grad_enabled"] == 0.0 for e in history.evals)
+
+
+def reference_training(model: AttentionOnlyTransformer, config: TrainConfig) -> list[float]:
+    """The textbook loop, one model, no vmap: AdamW, linear warmup, torch's own gradient clipping."""
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    warmup = max(config.warmup_steps, 1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+    losses = []
+    for _ in range(config.steps):
+        loss = masked_loss(model, TINY_TASK.sample(generator, config.batch_size))
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_vectorised_training_matches_the_textbook_loop():
+    config = dataclasses.replace(SHORT, steps=6, warmup_steps=3, weight_decay=0.01, grad_clip=0.05)  # clipping bites
+    expected = reference_training(AttentionOnlyTransformer(TINY), config)
+    got = train(AttentionOnlyTransformer(TINY), TINY_TASK.sample, config).train_loss
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_models_trained_together_train_as_if_alone():
+    config = dataclasses.replace(SHORT, steps=6, grad_clip=0.05)  # per-model clipping: a shared norm would differ
+    together = [AttentionOnlyTransformer(dataclasses.replace(TINY, seed=seed)) for seed in (0, 1)]
+    histories = train_together(together, TINY_TASK.sample, config, data_seeds=(5, 6))
+    for seed, data_seed, model, history in zip((0, 1), (5, 6), together, histories):
+        alone = AttentionOnlyTransformer(dataclasses.replace(TINY, seed=seed))
+        expected = train(alone, TINY_TASK.sample, dataclasses.replace(config, seed=data_seed)).train_loss
+        torch.testing.assert_close(torch.tensor(history.train_loss), torch.tensor(expected), rtol=1e-5, atol=1e-6)
+        for (name, a), (_, b) in zip(model.state_dict().items(), alone.state_dict().items()):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_models_of_different_shapes_or_seed_counts_are_refused():
+    models = [AttentionOnlyTransformer(TINY), AttentionOnlyTransformer(dataclasses.replace(TINY, d_head=4))]
+    with pytest.raises(ValueError, match=r"differ in parameter shapes"):
+        train_together(models, TINY_TASK.sample, SHORT)
+    with pytest.raises(ValueError, match=r"data_seeds has 1 entries for 2 models"):
+        train_together([AttentionOnlyTransformer(TINY)] * 2, TINY_TASK.sample, SHORT, data_seeds=(0,))
+    with pytest.raises(ValueError, match=r"models is empty"):
+        train_together([], TINY_TASK.sample, SHORT)
 
 
 def test_training_leaves_the_global_rng_alone():

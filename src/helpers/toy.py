@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -187,11 +187,15 @@ class AttentionOnlyTransformer(nn.Module):
         self.ln = nn.ModuleList(norm() for _ in range(config.n_layers))
         self.ln_final = norm()
 
-    def forward(self, tokens: Int[Tensor, "batch pos"], return_patterns: bool = False
+    def forward(self, tokens: Int[Tensor, "batch pos"], return_patterns: bool = False, *, check: bool = True
                 ) -> Float[Tensor, "batch pos d_vocab"] | tuple[
                     Float[Tensor, "batch pos d_vocab"], Float[Tensor, "layer batch head query key"]]:
-        """Logits for every position; with ``return_patterns`` also every head's attention probabilities."""
-        self._check_tokens(tokens)
+        """Logits for every position; with ``return_patterns`` also every head's attention probabilities.
+
+        ``check=False`` skips the token validation (``train_together`` validates each batch once, outside
+        ``vmap``, where a data-dependent check cannot run)."""
+        if check:
+            self._check_tokens(tokens)
         # F.embedding, not self.embed[tokens]: the backward of advanced indexing accumulates in a
         # thread-dependent order on CPU, which breaks bit-identical reruns with more than one thread.
         resid = F.embedding(tokens, self.embed) + self.pos_embed[: tokens.shape[1]]
@@ -290,10 +294,17 @@ class ToyBatch:
 
 def masked_loss(model: nn.Module, batch: ToyBatch) -> Float[Tensor, ""]:
     """Mean next-token cross-entropy over the positions marked in ``batch.loss_mask``."""
-    mask = batch.loss_mask[:, :-1]
-    if not mask.any():
+    if not batch.loss_mask[:, :-1].any():
         raise ValueError("loss_mask marks no position; mark at least one position whose next token counts.")
-    return (per_position_loss(model, batch.tokens) * mask).sum() / mask.sum()
+    return masked_loss_from_logits(model(batch.tokens), batch.tokens, batch.loss_mask)
+
+
+def masked_loss_from_logits(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"],
+                            loss_mask: Bool[Tensor, "batch pos"]) -> Float[Tensor, ""]:
+    """``masked_loss`` from logits already computed (no checks: it also runs inside ``vmap``)."""
+    mask = loss_mask[:, :-1]
+    losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
+    return (losses * mask).sum() / mask.sum()
 
 
 @dataclass(frozen=True)
@@ -324,53 +335,116 @@ class TrainHistory:
     wall_seconds: float = 0.0
 
 
-def train(model: nn.Module, sample_batch: Callable[[torch.Generator, int], ToyBatch], config: TrainConfig,
+def train(model: AttentionOnlyTransformer, sample_batch: Callable[[torch.Generator, int], ToyBatch], config: TrainConfig,
           evaluate: Callable[[nn.Module, int], dict[str, float]] | None = None) -> TrainHistory:
-    """Train ``model`` in place on ``masked_loss`` of fresh batches; deterministic given the seeds.
+    """Train one model in place on ``masked_loss`` of fresh batches drawn with ``config.seed``.
 
-    ``model`` is any module mapping tokens ``[batch, pos]`` to logits ``[batch, pos, d_vocab]``.
-    ``sample_batch(generator, batch_size)`` must draw only from ``generator`` (seeded with ``config.seed``).
-    ``evaluate(model, step)`` runs under ``torch.no_grad`` at step 0, every ``eval_every`` updates and after
-    the last one. Same model seed, same ``config`` and same thread count give bit-identical losses on CPU.
-
-    Models this small run fastest with ``torch.set_num_threads(1)`` on a busy machine: on a 2-core CPU
-    shared with other jobs, two threads were measured 10-25x slower per step (each op waits for a
-    descheduled thread); on a quiet machine two threads are slightly faster.
+    ``train_together([model], ...)``: see there for the loop, determinism and speed.
     """
+    return train_together([model], sample_batch, config, evaluate)[0]
+
+
+def train_together(models: Sequence[AttentionOnlyTransformer], sample_batch: Callable[[torch.Generator, int], ToyBatch],
+                   config: TrainConfig, evaluate: Callable[[nn.Module, int], dict[str, float]] | None = None, *,
+                   data_seeds: Sequence[int] | None = None) -> list[TrainHistory]:
+    """Train several models of one architecture side by side, in place, each as if trained alone.
+
+    Typically one model per seed: the claims a toy page makes are stated over several seeds, because
+    which head takes which role depends on the initial weights and, through float rounding, on the CPU's
+    vectorised kernels (``ATEN_CPU_CAPABILITY``). The models' parameters are stacked and one
+    ``torch.func.vmap``-ed pass computes every model's loss on its own batch, so one step costs one
+    larger pass instead of one small pass per model (measured on 2 cores: five MCQ toys in about half the
+    time of five separate runs). Each model keeps its own gradient clipping (``config.grad_clip``, on its
+    own gradient norm) and AdamW state, which is elementwise, so the update equals a separate run's up to
+    float rounding.
+
+    Args:
+        models: toy transformers with identical parameter shapes (one config, different seeds).
+        sample_batch: ``sample_batch(generator, batch_size)``, drawing only from ``generator``.
+        config: optimiser, schedule and sizes, shared by all models.
+        evaluate: ``evaluate(model, step)``, run under ``torch.no_grad`` on each model at step 0, every
+            ``eval_every`` updates and after the last one.
+        data_seeds: the data generator's seed per model (default ``config.seed`` for every model).
+
+    Returns:
+        One ``TrainHistory`` per model. Same models, seeds, config and thread count give bit-identical
+        losses on one CPU.
+    """
+    models = list(models)
+    if not models:
+        raise ValueError("models is empty: pass at least one model to train.")
     if config.steps < 1 or config.batch_size < 1 or config.eval_every < 1:
         raise ValueError(f"steps, batch_size and eval_every must be positive, got {config.steps}, "
                          f"{config.batch_size}, {config.eval_every}.")
     if config.lr <= 0:
         raise ValueError(f"lr must be positive, got {config.lr}.")
-    generator = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    seeds = [config.seed] * len(models) if data_seeds is None else list(data_seeds)
+    if len(seeds) != len(models):
+        raise ValueError(f"data_seeds has {len(seeds)} entries for {len(models)} models; give one seed per model.")
+    shapes = [[tuple(p.shape) for p in m.parameters()] for m in models]
+    if any(s != shapes[0] for s in shapes):
+        raise ValueError("models differ in parameter shapes; train_together needs one architecture "
+                         "(build them from one config with different seeds).")
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    params, buffers = torch.func.stack_module_state(models)  # each [model, ...], fresh leaf tensors
+    template = models[0]
+    optimizer = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=config.weight_decay)
     warmup = max(config.warmup_steps, 1)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-    history = TrainHistory()
+    histories = [TrainHistory() for _ in models]
     start = time.perf_counter()
 
+    def loss_of(model_params, model_buffers, tokens, loss_mask):
+        logits = torch.func.functional_call(template, (model_params, model_buffers), (tokens,), {"check": False})
+        return masked_loss_from_logits(logits, tokens, loss_mask)
+
+    losses_of = torch.func.vmap(loss_of)
+
+    def write_back() -> None:
+        with torch.no_grad():
+            for i, model in enumerate(models):
+                for name, value in model.named_parameters():
+                    value.copy_(params[name][i])
+
     def run_eval(step: int) -> None:
-        if evaluate is not None:
+        if evaluate is None:
+            return
+        write_back()
+        for model, history in zip(models, histories):
             model.eval()
             with torch.no_grad():
                 history.evals.append({"step": step, **evaluate(model, step)})
             model.train()
 
-    model.train()
+    for model in models:
+        model.train()
     run_eval(0)
     for step in range(config.steps):
-        loss = masked_loss(model, sample_batch(generator, config.batch_size))
+        batches = [sample_batch(generator, config.batch_size) for generator in generators]
+        tokens = torch.stack([b.tokens for b in batches])  # [model, batch, pos]
+        loss_mask = torch.stack([b.loss_mask for b in batches])
+        template._check_tokens(tokens.flatten(0, 1))
+        if not loss_mask[:, :, :-1].flatten(1).any(1).all():
+            raise ValueError("loss_mask marks no position; mark at least one position whose next token counts.")
+        losses = losses_of(params, buffers, tokens, loss_mask)  # [model]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        losses.sum().backward()  # model i's parameters get model i's gradient only
         if config.grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            norms = torch.stack([p.grad.flatten(1).pow(2).sum(1) for p in params.values()]).sum(0).sqrt()
+            scale = (config.grad_clip / (norms + 1e-6)).clamp(max=1.0)  # torch's clip_grad_norm_ rule, per model
+            for p in params.values():
+                p.grad.mul_(scale.view(-1, *[1] * (p.ndim - 1)))
         optimizer.step()
         schedule.step()
-        history.train_loss.append(loss.item())
+        for history, loss in zip(histories, losses.tolist()):
+            history.train_loss.append(loss)
         if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
             run_eval(step + 1)
-    history.wall_seconds = time.perf_counter() - start
-    return history
+    write_back()
+    elapsed = time.perf_counter() - start
+    for history in histories:
+        history.wall_seconds = elapsed
+    return histories
 
 
 def repeated_segment_batch(generator: torch.Generator, batch_size: int, seq_len: int, vocab_size: int,
