@@ -1,0 +1,82 @@
+"""Results computed once and reused, keyed on the code that computed them: a small on-disk store.
+
+Several pages compute the same thing the same way (the MCQ toy models trained over five seeds are read by
+six pages). ``cached(name, compute, **key)`` runs ``compute()`` the first time and saves what it returns;
+later calls with the same name and key, under the same code and the same float kernels, load it instead.
+
+The key always includes, besides ``name`` and ``key``:
+- a digest of every ``.py`` file of the ``helpers`` package, so any code change recomputes (never stale);
+- the torch version, the CPU's vectorised-kernel level (``ATEN_CPU_CAPABILITY`` or what the CPU picks)
+  and the thread count, because trained weights differ with them in the last bits, and a result is only
+  reused where recomputing it would give the same bits.
+
+Values are stored with ``torch.save`` and read back with ``weights_only=True``: tensors, numbers,
+strings, lists, tuples and dicts of those (convert dataclasses with ``dataclasses.asdict``). A file that
+cannot be read is recomputed and replaced, never trusted. Set ``ATTENTION_HEADS_RESULTS=off`` to
+recompute everything; entries live under ``$ATTENTION_HEADS_CACHE/results``.
+
+Example::
+
+    state = store.cached("mcq-toys", lambda: train_and_export(seeds), seeds=(0, 1, 2), layout="label_first")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+from helpers.models import cache_root
+
+T = TypeVar("T")
+SWITCH_ENV = "ATTENTION_HEADS_RESULTS"
+
+
+@lru_cache(maxsize=1)
+def code_digest() -> str:
+    """SHA-256 over the source of every module of the ``helpers`` package (paths and contents)."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def kernel_stamp() -> str:
+    """What decides the last bits of a CPU computation here: torch version, kernel level, threads."""
+    return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
+
+
+def entry_path(name: str, key: dict[str, object]) -> Path:
+    """Where the result for ``name`` and ``key`` lives (the file name carries a digest of everything)."""
+    if not name or not all(c.isalnum() or c in "-_" for c in name):
+        raise ValueError(f"name must be letters, digits, '-' or '_' (it becomes a file name), got {name!r}")
+    described = repr(sorted(key.items())) + code_digest() + kernel_stamp()
+    return cache_root() / "results" / f"{name}-{hashlib.sha256(described.encode()).hexdigest()[:20]}.pt"
+
+
+def cached(name: str, compute: Callable[[], T], **key: object) -> T:
+    """``compute()``, or its saved result for the same ``name``, ``key``, code and float kernels.
+
+    ``key`` holds everything the result depends on that the code does not fix (seeds, sizes, layouts);
+    its values need a stable ``repr`` (numbers, strings, tuples, frozen dataclasses).
+    """
+    path = entry_path(name, key)
+    if os.environ.get(SWITCH_ENV, "on") != "off" and path.exists():
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception:  # noqa: BLE001 - a partial or foreign file is recomputed, whatever went wrong
+            pass
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+        torch.save(value, handle)
+    os.replace(handle.name, path)  # atomic: a reader sees the old file or the whole new one
+    return value

@@ -1,0 +1,72 @@
+"""Tests for helpers.store: results computed once, reused only under the same name, key, code and kernels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import store
+
+
+@pytest.fixture(autouse=True)
+def private_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("ATTENTION_HEADS_CACHE", str(tmp_path))
+    monkeypatch.delenv(store.SWITCH_ENV, raising=False)
+    return tmp_path
+
+
+def counting(value):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return value
+
+    return compute, calls
+
+
+def test_a_result_is_computed_once_and_then_read_back():
+    compute, calls = counting({"weights": torch.arange(3.0), "steps": [1, 2]})
+    first = store.cached("demo", compute, seed=0)
+    second = store.cached("demo", compute, seed=0)
+    assert len(calls) == 1
+    assert torch.equal(second["weights"], first["weights"]) and second["steps"] == [1, 2]
+
+
+def test_another_key_or_name_recomputes():
+    compute, calls = counting([1.0])
+    store.cached("demo", compute, seed=0)
+    store.cached("demo", compute, seed=1)
+    store.cached("other", compute, seed=0)
+    assert len(calls) == 3
+
+
+def test_the_key_covers_code_and_float_kernels(monkeypatch):
+    path = store.entry_path("demo", {"seed": 0})
+    monkeypatch.setattr(store, "kernel_stamp", lambda: "torch x, DEFAULT, 1 threads")
+    assert store.entry_path("demo", {"seed": 0}) != path
+    monkeypatch.undo()
+    monkeypatch.setattr(store, "code_digest", lambda: "0" * 64)
+    assert store.entry_path("demo", {"seed": 0}) != path
+
+
+def test_a_corrupt_entry_is_recomputed_and_replaced():
+    compute, calls = counting([2.0])
+    path = store.entry_path("demo", {"seed": 0})
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a torch file")
+    assert store.cached("demo", compute, seed=0) == [2.0] and len(calls) == 1
+    assert store.cached("demo", compute, seed=0) == [2.0] and len(calls) == 1
+
+
+def test_switching_the_store_off_recomputes(monkeypatch):
+    compute, calls = counting([3.0])
+    store.cached("demo", compute, seed=0)
+    monkeypatch.setenv(store.SWITCH_ENV, "off")
+    store.cached("demo", compute, seed=0)
+    assert len(calls) == 2
+
+
+def test_names_that_are_not_file_names_are_refused():
+    with pytest.raises(ValueError, match=r"letters, digits.*'../x'"):
+        store.cached("../x", lambda: 1)
