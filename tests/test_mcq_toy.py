@@ -295,14 +295,67 @@ def test_mean_ablating_no_heads_changes_nothing(model, prompts):
     torch.testing.assert_close(ablated[0], mcq_toy.logit_difference(mcq_toy.run(model, prompts).logits, prompts))
 
 
-def test_short_training_is_deterministic_and_records_accuracy():
+def test_short_training_is_deterministic_per_seed_and_records_accuracy(monkeypatch):
+    monkeypatch.setenv("ATTENTION_HEADS_RESULTS", "off")  # train every time: determinism, not the store
     short = TrainConfig(steps=3, batch_size=16, lr=1e-2, eval_every=3)
-    eval_prompts = mcq_toy.make_prompts(TASK, 8, seed=0)
-    runs = [mcq_toy.train_mcq_toy(0, task=TASK, config=CONFIG, train_config=short, eval_prompts=eval_prompts)
-            for _ in range(2)]
-    assert runs[0][1].train_loss == runs[1][1].train_loss
-    assert [e["step"] for e in runs[0][1].evals] == [0, 3] and 0 <= runs[0][1].evals[-1]["accuracy"] <= 1
-    assert not runs[0][0].training
+    runs = [mcq_toy.train_mcq_toys((0, 1), task=TASK, config=CONFIG, train_config=short) for _ in range(2)]
+    assert [t.seed for t in runs[0]] == [0, 1]
+    assert [t.history.train_loss for t in runs[0]] == [t.history.train_loss for t in runs[1]]
+    assert runs[0][0].history.train_loss != runs[0][1].history.train_loss  # other seed, other model and data
+    assert [e["step"] for e in runs[0][0].history.evals] == [0, 3] and 0 <= runs[0][0].history.evals[-1]["accuracy"] <= 1
+    assert not runs[0][0].model.training and runs[0][1].model.config.seed == 1
+
+
+def test_trained_toys_come_back_from_the_store_unchanged(monkeypatch, tmp_path):
+    monkeypatch.setenv("ATTENTION_HEADS_CACHE", str(tmp_path))
+    short = TrainConfig(steps=2, batch_size=8, lr=1e-2, eval_every=2)
+    fresh = mcq_toy.train_mcq_toys((3,), task=TASK, config=CONFIG, train_config=short)[0]
+    assert len(list((tmp_path / "results").glob("mcq-toys-*.pt"))) == 1
+    stored = mcq_toy.train_mcq_toys((3,), task=TASK, config=CONFIG, train_config=short)[0]
+    for (name, a), (_, b) in zip(fresh.model.state_dict().items(), stored.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert stored.history.evals == fresh.history.evals
+
+
+def test_moved_labels_are_all_new_symbols_in_the_same_slots(prompts):
+    moved = mcq_toy.move_labels(prompts, seed=0)
+    shared = (moved.labels[:, :, None] == prompts.labels[:, None, :]).any((1, 2))
+    assert not shared.any()  # no symbol of the clean prompt survives
+    assert all(len(set(row.tolist())) == N_OPTIONS for row in moved.labels)
+    assert torch.equal(moved.correct, prompts.correct) and torch.equal(moved.contents, prompts.contents)
+    assert (moved.answer != prompts.answer).all()
+    assert torch.equal(moved.tokens[:, list(TASK.label_positions)], moved.labels)
+    assert torch.equal(moved.tokens[:, list(TASK.content_positions)], prompts.tokens[:, list(TASK.content_positions)])
+
+
+def test_a_head_set_is_ranked_among_every_set_of_its_size(model, prompts):
+    corrupt = mcq_toy.shuffle_options(prompts, seed=1)
+    ranked = mcq_toy.rank_head_set(model, prompts, corrupt, [(1, 2), (0, 1)])
+    assert ranked.heads == ((0, 1), (1, 2)) and len(ranked.null) == 15  # C(6, 2)
+    masks = torch.zeros(1, 2, 3, dtype=torch.bool)
+    masks[0, 0, 1] = masks[0, 1, 2] = True
+    alone = mcq_toy.patch_head_sets(model, prompts, corrupt, masks).fraction[0]
+    assert ranked.carried == pytest.approx(float(alone), abs=1e-6)
+    assert ranked.p == pytest.approx(float((ranked.null >= ranked.carried - 1e-6).sum()) / 15)
+    everything = mcq_toy.rank_head_set(model, prompts, corrupt, [(l, h) for l in range(2) for h in range(3)])
+    assert len(everything.null) == 1 and everything.carried == pytest.approx(1.0, abs=1e-4) and everything.p == 1.0
+    with pytest.raises(ValueError, match=r"distinct \(layer, head\) pairs.*\(2, 0\)"):
+        mcq_toy.rank_head_set(model, prompts, corrupt, [(2, 0)])
+
+
+def test_reading_a_toy_gives_roles_and_both_patchings_for_every_head(monkeypatch):
+    monkeypatch.setenv("ATTENTION_HEADS_RESULTS", "off")
+    short = TrainConfig(steps=2, batch_size=8, lr=1e-2, eval_every=2)
+    toy = mcq_toy.train_mcq_toys((0,), task=TASK, config=CONFIG, train_config=short)[0]
+    reading = mcq_toy.read_toy(toy, TASK, n=16)
+    assert len(reading.roles) == 6 and reading.options_moved.shape == reading.labels_moved.shape == (2, 3)
+    assert 0 <= float(reading.accuracy) <= 1
+    for role in mcq_toy.ROLES:
+        assert reading.heads(role) == [(r.layer, r.head) for r in reading.roles if r.role == role]
+    table = mcq_toy.seed_table([reading], "other")
+    assert list(table.index) == [0] and table.loc[0, "other heads"] != ""
+    with pytest.raises(ValueError, match=r"role must be one of.*'reader'"):
+        reading.heads("reader")
 
 
 # --- bad input ---------------------------------------------------------------------------------------------
@@ -320,7 +373,9 @@ def test_bad_tasks_and_prompt_requests_are_refused():
 
 def test_mismatched_models_pairs_and_patches_are_refused(model, prompts):
     with pytest.raises(ValueError, match=r"task needs vocab_size=49"):
-        mcq_toy.train_mcq_toy(0, task=McqTask(n_facts=16), config=CONFIG)
+        mcq_toy.train_mcq_toys((0,), task=McqTask(n_facts=16), config=CONFIG)
+    with pytest.raises(ValueError, match=r"distinct and at least one, got \(1, 1\)"):
+        mcq_toy.train_mcq_toys((1, 1), task=TASK, config=CONFIG)
     other = mcq_toy.make_prompts(TASK, 8, seed=0)
     with pytest.raises(ValueError, match=r"same task with the same shape"):
         mcq_toy.patch_heads(model, prompts, other)

@@ -130,6 +130,21 @@ def test_score_vs_null_draws_both_histograms_and_the_threshold(close_figures):
     assert any(tuple(line.get_xdata()) == (0.19, 0.19) for line in ax.lines)
 
 
+def test_effect_vs_draws_puts_each_row_s_draws_and_observed_value_on_its_own_line(close_figures):
+    fig = plots.effect_vs_draws({"seed 0": 0.9, "seed 1": 0.1}, {"seed 0": [0.0, 0.2, 0.3], "seed 1": [0.5]},
+                                title="Carried vs all sets, tiny", xlabel="share carried", reference=0.0)
+    ax = fig.axes[0]
+    assert ax.get_title() == "Carried vs all sets, tiny" and ax.get_xlabel() == "share carried"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["seed 0", "seed 1"]
+    grey, mark, _, _ = ax.collections
+    assert grey.get_offsets().shape == (3, 2) and np.allclose(np.round(grey.get_offsets()[:, 1]), 0)
+    assert tuple(mark.get_offsets()[0]) == (0.9, 0.0)
+    with pytest.raises(ValueError, match=r"same, non-empty row names"):
+        plots.effect_vs_draws({"a": 1.0}, {"b": [0.0]}, title="t", xlabel="x")
+    with pytest.raises(ValueError, match=r"draws\['a'\] is empty"):
+        plots.effect_vs_draws({"a": 1.0}, {"a": []}, title="t", xlabel="x")
+
+
 def test_attention_pattern_puts_tokens_on_both_axes(close_figures):
     tokens = ["<bos>", "The", " cat", " costs", " $5", "$"]
     pattern = torch.tril(torch.ones(6, 6))

@@ -36,6 +36,7 @@ scores per head from one ``run_with_heads`` pass (``label_attention``, ``content
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -44,8 +45,9 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from helpers import mcq
+from helpers.store import cached
 from helpers.toy import (AttentionOnlyTransformer, HeadPatch, ResidPatch, ToyBatch, ToyConfig, ToyRun,
-                         TrainConfig, TrainHistory, train)
+                         TrainConfig, TrainHistory, train_together)
 
 N_OPTIONS = 4
 LABEL_NAMES = ("A", "B", "C", "D", "Q", "Z", "R", "X", "#", "$", "%", "&", "*", "+", "@", "~")
@@ -264,24 +266,56 @@ def evaluator(prompts: McqPrompts):
     return evaluate
 
 
-def train_mcq_toy(seed: int = 0, task: McqTask = MCQ_TASK, config: ToyConfig = MCQ_TOY,
-                  train_config: TrainConfig = MCQ_TRAIN, eval_prompts: McqPrompts | None = None
-                  ) -> tuple[AttentionOnlyTransformer, TrainHistory]:
-    """Train the MCQ toy from scratch (model and data seeded by ``seed``); deterministic per thread count.
+TOY_SEEDS = (0, 1, 2, 3, 4)  # the seeds every toy claim is stated over
 
-    Call ``torch.set_num_threads(1)`` first on a shared CPU (see ``toy.train``): ~20 s instead of minutes.
 
-    ``history.evals`` records accuracy and logit difference on ``eval_prompts`` (default: 256 random-label
-    prompts with seed 10_000 + seed, never seen in training since the data generator differs).
+@dataclass(frozen=True)
+class TrainedToy:
+    """One toy trained from scratch: model and data seeded by ``seed``."""
+
+    seed: int
+    model: AttentionOnlyTransformer
+    history: TrainHistory
+
+
+def train_mcq_toys(seeds: tuple[int, ...] = TOY_SEEDS, task: McqTask = MCQ_TASK, config: ToyConfig = MCQ_TOY,
+                   train_config: TrainConfig = MCQ_TRAIN) -> list[TrainedToy]:
+    """Train one toy per seed, side by side (``toy.train_together``), or load them from the results store.
+
+    Which head grows which role depends on the seed and, through float rounding, on the CPU's kernels, so
+    the pages state their toy claims over every seed in ``seeds``. The six MCQ pages train the same toys,
+    so they are kept in ``helpers.store`` (keyed on the code, the arguments and the float kernels).
+
+    ``history.evals`` records accuracy and logit difference on 256 random-label prompts with seed
+    ``10_000 + seed``, never seen in training (the data generator differs).
     """
+    seeds = tuple(int(seed) for seed in seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {seeds}.")
     if config.vocab_size != task.vocab_size or config.n_ctx < task.prompt_len:
         raise ValueError(f"config has vocab_size={config.vocab_size}, n_ctx={config.n_ctx}; the task needs "
                          f"vocab_size={task.vocab_size} and n_ctx >= {task.prompt_len}: build it with "
                          "dataclasses.replace(MCQ_TOY, ...) from the task's sizes.")
-    model = AttentionOnlyTransformer(dataclasses.replace(config, seed=seed))
-    prompts = eval_prompts if eval_prompts is not None else make_prompts(task, 256, 10_000 + seed, "random")
-    history = train(model, task.sample, dataclasses.replace(train_config, seed=seed), evaluator(prompts))
-    return model.eval(), history
+
+    def train_all() -> dict:
+        models = [AttentionOnlyTransformer(dataclasses.replace(config, seed=seed)) for seed in seeds]
+        prompts = {seed: make_prompts(task, 256, 10_000 + seed, "random") for seed in seeds}
+
+        def evaluate(model: AttentionOnlyTransformer, step: int) -> dict[str, float]:
+            return evaluator(prompts[model.config.seed])(model, step)
+
+        histories = train_together(models, task.sample, dataclasses.replace(train_config, seed=seeds[0]), evaluate,
+                                   data_seeds=seeds)
+        return {"states": [model.state_dict() for model in models],
+                "histories": [dataclasses.asdict(history) for history in histories]}
+
+    saved = cached("mcq-toys", train_all, seeds=seeds, task=task, config=config, train_config=train_config)
+    toys = []
+    for seed, state, history in zip(seeds, saved["states"], saved["histories"]):
+        model = AttentionOnlyTransformer(dataclasses.replace(config, seed=seed))
+        model.load_state_dict(state)
+        toys.append(TrainedToy(seed=seed, model=model.eval(), history=TrainHistory(**history)))
+    return toys
 
 
 # --- scores per head (pure functions of one run) -----------------------------------------------------------
@@ -601,3 +635,157 @@ def roles_table(roles: list[HeadRole]):
     rows = [{"head": r.name, **{k: v for k, v in dataclasses.asdict(r).items() if k not in ("layer", "head")}}
             for r in roles]
     return pd.DataFrame(rows).set_index("head")
+
+
+# --- claims over seeds ---------------------------------------------------------------------------------------
+
+def move_labels(prompts: McqPrompts, seed: int) -> McqPrompts:
+    """Counterfactual prompts with the *labels* moved: every option gets a label symbol that the prompt did
+    not use (drawn from ``LABEL_NAMES``), contents and question unchanged, so the answer slot stays and the
+    answer token changes. The control for heads that read the labels, which ``shuffle_options`` (labels left
+    in place) cannot test."""
+    generator = torch.Generator().manual_seed(seed)
+    symbols = torch.arange(1, len(LABEL_NAMES) + 1)
+    keys = torch.rand(len(prompts), len(LABEL_NAMES), generator=generator)
+    used = (symbols[None, :, None] == prompts.labels[:, None, :]).any(-1)  # [batch, symbol]
+    keys[used] = 2.0  # used symbols sort last and are never drawn
+    new = symbols[keys.argsort(dim=1)[:, :N_OPTIONS]]
+    return dataclasses.replace(prompts, labels=new, fmt=torch.full_like(prompts.fmt, LABEL_FORMATS.index("random")),
+                               tokens=_assemble(prompts.task, new, prompts.contents, prompts.tokens[:, -1]))
+
+
+@dataclass(frozen=True)
+class ToyReading:
+    """One trained toy read on unseen random-label prompts: accuracy, every head's class and what each head
+    carries when patched alone from two counterfactuals.
+
+    ``options_moved[l, h]`` is the share of the answer change head (l, h) carries when its output, at every
+    position, comes from prompts with the contents shuffled (``shuffle_options``: the labels stay).
+    ``labels_moved[l, h]`` is the share it carries when only its output *at END* comes from prompts whose
+    labels were replaced by unused symbols (``move_labels``). A head that reads only the labels at END
+    carries nothing under the first by construction, so the second is its test; END only, because the
+    classes are defined by what a head does at END (a first-layer head also works at the option tokens).
+    """
+
+    seed: int
+    accuracy: Float[Tensor, ""]
+    early_accuracy: float  # best evaluation accuracy in the first 100 training steps
+    logit_diff: float  # mean logit difference, correct label minus the others
+    roles: tuple[HeadRole, ...]
+    options_moved: Float[Tensor, "layer head"]
+    labels_moved: Float[Tensor, "layer head"]
+
+    def heads(self, role: str) -> list[tuple[int, int]]:
+        """Heads of one class, in (layer, head) order."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}.")
+        return [(r.layer, r.head) for r in self.roles if r.role == role]
+
+    def role(self, head: tuple[int, int]) -> HeadRole:
+        return next(r for r in self.roles if (r.layer, r.head) == tuple(head))
+
+
+MOVED = ("options", "labels")
+
+
+def counterfactual(toy: TrainedToy, task: McqTask, moved: str, *, n: int = 200
+                   ) -> tuple[McqPrompts, McqPrompts, str]:
+    """The prompts a toy is read on (``n`` random-label prompts seeded ``toy.seed + 1``), their
+    counterfactual (seeded ``toy.seed + 2``) and where to patch: ``moved="options"`` shuffles the contents
+    and patches every position, ``"labels"`` moves the labels and patches END only (see ``ToyReading``)."""
+    if moved not in MOVED:
+        raise ValueError(f"moved must be one of {MOVED}, got {moved!r}.")
+    prompts = make_prompts(task, n, seed=toy.seed + 1, labels="random")
+    if moved == "options":
+        return prompts, shuffle_options(prompts, seed=toy.seed + 2), "all"
+    return prompts, move_labels(prompts, seed=toy.seed + 2), "end"
+
+
+def read_toy(toy: TrainedToy, task: McqTask, *, n: int = 200) -> ToyReading:
+    """``ToyReading`` of one toy on the prompts of ``counterfactual`` (the same for both corruptions)."""
+    prompts, shuffled, _ = counterfactual(toy, task, "options", n=n)
+    _, relabelled, _ = counterfactual(toy, task, "labels", n=n)
+    toy_run = run(toy.model, prompts)
+    early = [e["accuracy"] for e in toy.history.evals if e["step"] <= 100]
+    return ToyReading(
+        seed=toy.seed, accuracy=accuracy(toy_run.logits, prompts).mean(), early_accuracy=max(early),
+        logit_diff=logit_difference(toy_run.logits, prompts).mean().item(),
+        roles=tuple(classify_heads(toy.model, toy_run, prompts)),
+        options_moved=patch_heads(toy.model, prompts, shuffled, positions="all").fraction,
+        labels_moved=patch_heads(toy.model, prompts, relabelled, positions="end").fraction)
+
+
+@dataclass(frozen=True)
+class SetRank:
+    """The share of the answer change one head set carries, against every other set of its size.
+
+    ``null`` holds the share for each of the ``C(n_heads_total, k)`` sets of k heads (the observed set
+    included): an exact permutation null over all heads, so ``p`` is the observed set's rank from the top
+    divided by the number of sets.
+    """
+
+    heads: tuple[tuple[int, int], ...]
+    carried: float
+    null: Float[Tensor, "set"]
+
+    @property
+    def p(self) -> float:
+        return float((self.null >= self.carried - 1e-6).sum()) / len(self.null)
+
+    def summary(self) -> str:
+        names = ", ".join(f"L{l}H{h}" for l, h in self.heads)
+        return (f"{names} carry {self.carried:.2f} of the answer change; all {len(self.null)} sets of "
+                f"{len(self.heads)} heads: median {self.null.median():.2f}, max {self.null.max():.2f}; p = {self.p:.3f}")
+
+
+def rank_head_set(model: AttentionOnlyTransformer, clean: McqPrompts, corrupt: McqPrompts,
+                  heads: list[tuple[int, int]] | tuple[tuple[int, int], ...], positions: str = "all") -> SetRank:
+    """Patch ``heads`` together from ``corrupt`` (at ``positions``: "all" or "end") and rank the share they
+    carry among all sets of that size."""
+    n_layers, n_heads = model.config.n_layers, model.config.n_heads
+    heads = tuple(sorted(tuple(h) for h in heads))
+    if not heads or len(set(heads)) != len(heads) or any(not (0 <= l < n_layers and 0 <= h < n_heads) for l, h in heads):
+        raise ValueError(f"heads must be distinct (layer, head) pairs of this {n_layers}x{n_heads} toy, got {heads}.")
+    every = list(itertools.combinations([(l, h) for l in range(n_layers) for h in range(n_heads)], len(heads)))
+    masks = torch.zeros(len(every), n_layers, n_heads, dtype=torch.bool)
+    for i, head_set in enumerate(every):
+        for l, h in head_set:
+            masks[i, l, h] = True
+    fractions = patch_head_sets(model, clean, corrupt, masks, positions).fraction
+    return SetRank(heads=heads, carried=float(fractions[every.index(heads)]), null=fractions)
+
+
+def rank_in_toy(toy: TrainedToy, task: McqTask, heads: list[tuple[int, int]], moved: str, *, n: int = 200) -> SetRank:
+    """``rank_head_set`` on the prompts and counterfactual a ``ToyReading`` uses for ``moved``."""
+    clean, corrupt, positions = counterfactual(toy, task, moved, n=n)
+    return rank_head_set(toy.model, clean, corrupt, heads, positions)
+
+
+def seed_table(readings: list[ToyReading], role: str):
+    """One row per seed: accuracy, the heads of class ``role``, what they write directly and what they carry
+    under both counterfactuals (sums over the class's heads), as a pandas DataFrame indexed by seed."""
+    import pandas as pd
+
+    rows = []
+    for reading in readings:
+        heads = reading.heads(role)
+        rows.append({
+            "seed": reading.seed, "accuracy": round(float(reading.accuracy), 3),
+            f"{role} heads": ", ".join(f"L{l}H{h}" for l, h in heads) or "none",
+            "direct effect (share)": round(sum(reading.role(h).dla_fraction for h in heads), 2),
+            "carried, options moved": round(float(sum(reading.options_moved[h] for h in heads)), 2),
+            "carried at END, labels moved": round(float(sum(reading.labels_moved[h] for h in heads)), 2),
+        })
+    return pd.DataFrame(rows).set_index("seed")
+
+
+def findings_row(readings: list[ToyReading], role: str, *, causal: str) -> dict[str, object]:
+    """The toys' row in an MCQ page's findings table (columns as ``mcq.MCQStudy.row``): ranges over seeds."""
+    accuracies = [float(r.accuracy) for r in readings]
+    counts = [len(r.heads(role)) for r in readings]
+    family = role.replace(" ", "_")
+    return {"model": f"toy ({len(readings)} seeds)",
+            "4 options: accuracy (95% CI)": f"{min(accuracies):.3f} to {max(accuracies):.3f} across seeds",
+            "gate": "pass" if min(accuracies) > 0.95 else "fail",
+            f"{mcq.FAMILY_NAMES.get(family, role)} signature (heads)": f"{min(counts)} to {max(counts)} per seed",
+            "causal role": causal}

@@ -252,6 +252,52 @@ def score_vs_null(
     return fig
 
 
+def effect_vs_draws(
+    observed: Mapping[str, float],
+    draws: Mapping[str, Sequence[float] | Array],
+    *,
+    title: str,
+    xlabel: str,
+    observed_label: str = "observed",
+    draws_label: str = "random draws",
+    reference: float | None = None,
+    ax: Axes | None = None,
+) -> Figure:
+    """One row per condition (a model, a seed): every random draw as a grey dot, the observed value as a
+    mark. The way a causal check is read: where does the observed effect fall among the draws?
+
+    Args:
+        observed: row name -> the observed effect (e.g. the top heads' ablation effect).
+        draws: row name -> the null's values (one per draw), same row names as `observed`.
+        reference: drawn as a vertical line (e.g. 0, no effect).
+
+    Raises:
+        ValueError: if the row names differ or a row has no draws.
+    """
+    if not observed or set(observed) != set(draws):
+        raise ValueError(f"observed and draws need the same, non-empty row names; got {sorted(observed)} and "
+                         f"{sorted(draws)}")
+    rows = list(observed)
+    fig, ax = _figure(ax, (5.5, 0.9 + 0.45 * len(rows)))
+    jitter = np.random.default_rng(0)  # fixed: the same figure every run
+    for y, name in enumerate(rows):
+        values = _numpy(draws[name], f"draws[{name!r}]", None).ravel()
+        if values.size == 0:
+            raise ValueError(f"draws[{name!r}] is empty; pass the null's values, one per draw")
+        ax.scatter(values, y + jitter.uniform(-0.15, 0.15, values.size), s=10, color="grey", alpha=0.6,
+                   label=draws_label if y == 0 else None, zorder=2)
+        ax.scatter([observed[name]], [y], s=90, marker="D", color=MARK_COLOR, label=observed_label if y == 0 else None,
+                   zorder=3)
+    if reference is not None:
+        ax.axvline(reference, color="black", linewidth=0.8, linestyle=":")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend(loc="best")
+    return fig
+
+
 def attention_pattern(
     pattern: Float[Tensor, "query key"] | Float[np.ndarray, "query key"],
     tokens: Sequence[str],
