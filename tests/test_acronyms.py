@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from helpers import acronyms
+from helpers.experiments import acronyms
 
 
 class FakeTokenizer:

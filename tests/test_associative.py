@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import associative, toy
+from helpers import toy
+from helpers.experiments import associative, recall
 
 
 def small_task(**changes) -> associative.TriggerTask:
@@ -153,10 +154,10 @@ def test_first_step_at_and_bad_inputs():
 
 
 def test_recall_prompts_hold_the_pair_and_the_control_breaks_only_the_key(tiny_gpt2):
-    batch = associative.associative_recall_prompts(tiny_gpt2, batch=4, n_pairs=2, length=8, seed=0)
+    batch = recall.associative_recall_prompts(tiny_gpt2, batch=4, n_pairs=2, length=8, seed=0)
     for row, control, answer, key in zip(batch.tokens, batch.corrupted, batch.answers, batch.positions["key"]):
         assert row[key] == row[-1] and row[key + 1] == answer  # "... T x ... T"
         assert control[key] != row[-1] and (control != row).sum() == 1
         assert (row[:-1] == row[-1]).sum() == 1  # the key occurs once before the query
     with pytest.raises(ValueError, match="ordinary tokens"):
-        associative.associative_recall_prompts(tiny_gpt2, batch=1, n_pairs=1, length=500, seed=0)
+        recall.associative_recall_prompts(tiny_gpt2, batch=1, n_pairs=1, length=500, seed=0)

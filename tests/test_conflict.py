@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from helpers import conflict
+from helpers.experiments import conflict
 
 
 class WordTokenizer:
@@ -150,18 +150,8 @@ def test_last_logits_keeps_the_last_position_only():
     assert picked.tolist() == [[10.0, 0.0, 0.0], [0.0, 10.0, 0.0]]
 
 
-def test_check_from_measures_changes_from_the_clean_row_and_counts_random_draws():
-    # rows: clean, top set, (unused second top set), then 4 random draws
-    clean = torch.tensor([1.0, 2.0, 3.0])
-    values = torch.stack([clean, clean + 2.0, clean, clean + 0.1, clean - 0.1, clean + 3.0, clean])
-    check = conflict._check_from([(0, 1)], values, 1, "test metric", seed=0)
-    assert check.top.mean == pytest.approx(2.0) and check.clean.mean == pytest.approx(2.0)
-    assert check.random_draws.tolist() == pytest.approx([0.1, -0.1, 3.0, 0.0])
-    assert check.p_value == pytest.approx((1 + 1) / (4 + 1))  # one draw (+3) moved as far as the top set
-
-
 def test_findings_row_rejects_an_unknown_kind():
-    study = conflict.ConflictStudy(model="m", knowledge=None, prompts=None, answers=None, screen=None, ablation=None)
+    study = conflict.Study(model="m", knowledge=None, prompts=None, answers=None, screen=None, ablation=None)
     with pytest.raises(ValueError, match="'memory' or 'context'"):
         study.row("induction")
 

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from helpers import attribution, capture, copy_suppression as cs
+from helpers import attribution, capture
+from helpers.experiments import copy_suppression as cs
 
 
 def test_attended_key_skips_the_first_position_and_end():
@@ -52,19 +53,6 @@ def test_weighted_scores_ignore_prompts_without_attention():
     torch.testing.assert_close(cs.weighted_scores(effects, weights), torch.tensor([[-2.0]]))
 
 
-def test_ablation_effects_report_the_rise_and_a_p_value_from_the_random_draws():
-    values = torch.zeros(12, 6)
-    values[1] = 1.0  # ablating the top heads raises the metric by exactly 1 on every prompt
-    values[2:] = torch.linspace(-0.5, 0.5, 10)[:, None]
-    check = cs.ablation_effects(values, [(0, 1)], metric_name="m")
-    assert check.top.mean == pytest.approx(1.0) and check.top.lower == pytest.approx(1.0)
-    assert check.p_value == pytest.approx(1 / 11)  # no random draw does as much
-    values[5] = 2.0
-    assert cs.ablation_effects(values, [(0, 1)], metric_name="m").p_value == pytest.approx(2 / 11)
-    with pytest.raises(ValueError, match=r"\[set, batch\]"):
-        cs.ablation_effects(values[:3], [(0, 1)], metric_name="m")
-
-
 def test_logprob_metric_tiles_targets_over_the_head_sets():
     logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]])).repeat(2, 1)[:, None]  # 2 sets x 2
     metric = cs.attended_logprob_metric(torch.tensor([0, 1]))
@@ -106,7 +94,7 @@ def test_read_prose_effects_use_the_token_each_head_attends_to(tiny_llama_gqa):
 
 
 def test_negative_name_movers_need_io_attention_and_a_real_negative_effect():
-    from helpers import ioi
+    from helpers.experiments import ioi
 
     dla = torch.tensor([[-2.0, -0.05], [-1.0, 0.5]])[..., None].expand(2, 2, 3)  # [layer, head, batch]
     to_io = torch.tensor([[0.6, 0.6], [0.1, 0.6]])[..., None].expand(2, 2, 3)

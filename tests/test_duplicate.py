@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from helpers import capture, duplicate
+from helpers import capture
+from helpers.experiments import duplicate
 
 
 def test_attention_at_reads_the_key_of_each_prompt():
@@ -39,8 +40,8 @@ def test_pass_rule_needs_both_tasks_and_a_clean_control():
     assert duplicate.passing_heads(screen) == [(0, 0), (1, 1)]
     assert duplicate.passing_heads(screen, ratio=3.0) == [(0, 0), (1, 0), (1, 1)]
     assert duplicate.passing_heads(screen, threshold=0.31) == [(0, 0)]
-    assert duplicate.top_heads(screen, [], 2) == [(0, 0), (1, 0)]  # none pass: the best scores instead
-    assert duplicate.top_heads(screen, [(1, 1), (0, 0)], 1) == [(1, 1)]
+    assert duplicate.ablated_heads(screen, [], 2) == [(0, 0), (1, 0)]  # none pass: the best scores instead
+    assert duplicate.ablated_heads(screen, [(1, 1), (0, 0)], 1) == [(1, 1)]
 
 
 @pytest.mark.parametrize("fixture", ["tiny_gpt2", "tiny_llama_gqa"])

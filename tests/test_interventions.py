@@ -59,15 +59,6 @@ def test_mean_mode_without_means_says_where_to_get_them(tiny_gpt2, tokens):
         interventions.ablated_metric(tiny_gpt2, tokens, [[(0, 0)]], last_logprob, mode="mean")
 
 
-def test_random_head_sets_are_seeded_distinct_and_skip_excluded_heads():
-    sets = interventions.random_head_sets(3, 4, k=3, n_draws=20, seed=0, exclude=[(0, 0), (1, 1)])
-    assert sets == interventions.random_head_sets(3, 4, k=3, n_draws=20, seed=0, exclude=[(0, 0), (1, 1)])
-    assert all(len(set(s)) == 3 and (0, 0) not in s and (1, 1) not in s for s in sets)
-    with pytest.raises(ValueError, match=r"k must lie in \[1, 10\]"):
-        interventions.random_head_sets(3, 4, k=11, n_draws=1, seed=0, exclude=[(0, 0), (1, 1)])
-
-
-
 def test_last_position_only_gives_the_same_metric(tiny_gpt2):
     tokens = torch.randint(3, 40, (3, 6), generator=torch.Generator().manual_seed(5))
     means = capture.mean_head_outputs(tiny_gpt2, tokens)

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from helpers import attribution, capture, ioi, tasks
+from helpers import attribution, capture, tasks
+from helpers.experiments import ioi
 
 
 def _batch(model, seed=0, *, corrupted=None):

@@ -5,23 +5,24 @@ import math
 import pytest
 import torch
 
-from helpers import attribution, mcq
+from helpers import attribution, capture
+from helpers.experiments import mcq, mcq_prompts
 
 
-def _task(tokens: torch.Tensor, answer_ids: list[int], correct: list[int]) -> mcq.MCQTask:
+def _task(tokens: torch.Tensor, answer_ids: list[int], correct: list[int]) -> mcq_prompts.MCQTask:
     """A one-batch task on arbitrary tokens (label positions are irrelevant to the readings tested here)."""
     batch, seq_len = tokens.shape
     n = len(answer_ids)
     positions = torch.arange(n).repeat(batch, 1)
-    one = mcq.MCQBatch(tokens=tokens, prompts=("",) * batch, correct=torch.tensor(correct), label_pos=positions,
+    one = mcq_prompts.MCQBatch(tokens=tokens, prompts=("",) * batch, correct=torch.tensor(correct), label_pos=positions,
                        content_pos=positions + n, template="test")
-    return mcq.MCQTask(batches=(one,), labels="ABCD"[:n], answer_ids=torch.tensor(answer_ids), shots=0)
+    return mcq_prompts.MCQTask(batches=(one,), labels="ABCD"[:n], answer_ids=torch.tensor(answer_ids), shots=0)
 
 
 def test_label_logits_match_the_full_forward_pass(tiny_llama_gqa):
     tokens = torch.randint(3, 40, (3, 9), generator=torch.Generator().manual_seed(0))
     ids = torch.tensor([5, 6, 7, 8])
-    read = mcq.read_end(tiny_llama_gqa, tokens)
+    read = capture.read_end(tiny_llama_gqa, tokens)
     with torch.no_grad():
         full = tiny_llama_gqa(tokens)[:, -1, ids].float()
     torch.testing.assert_close(mcq.label_logits(tiny_llama_gqa, read, ids), full, atol=1e-4, rtol=1e-4)
@@ -33,7 +34,7 @@ def test_centred_label_attribution_agrees_with_pairwise_attribution(tiny_llama_g
     tokens = torch.randint(3, 40, (4, 8), generator=torch.Generator().manual_seed(1))
     ids = torch.tensor([10, 11, 12, 13])
     correct = torch.tensor([0, 1, 2, 3])
-    dla = mcq.head_label_attribution(tiny_llama_gqa, mcq.read_end(tiny_llama_gqa, tokens), ids)  # [l, h, b, o]
+    dla = mcq.head_label_attribution(tiny_llama_gqa, capture.read_end(tiny_llama_gqa, tokens), ids)  # [l, h, b, o]
     assert torch.allclose(dla.sum(-1), torch.zeros(()), atol=1e-5), "centred over the options"
     wrong = (correct + 2) % 4
     pairwise = attribution.head_logit_attribution(tiny_llama_gqa, tokens, ids[correct], ids[wrong])
@@ -136,7 +137,7 @@ def test_decisive_layer_is_where_recovery_stays_above_the_level():
 
 @pytest.fixture(scope="module")
 def smollm2_task(smollm2):
-    return mcq.mcq_task(smollm2, n=16, seed=3), mcq.mcq_task(smollm2, n=16, seed=3, labels=mcq.SYMBOLS)
+    return mcq_prompts.mcq_task(smollm2, n=16, seed=3), mcq_prompts.mcq_task(smollm2, n=16, seed=3, labels=mcq_prompts.SYMBOLS)
 
 
 def test_prompts_balance_the_correct_letter_and_name_every_option(smollm2, smollm2_task):
@@ -155,11 +156,11 @@ def test_prompts_balance_the_correct_letter_and_name_every_option(smollm2, smoll
 
 
 def test_shots_come_before_the_question_and_bad_labels_are_refused(smollm2):
-    shot = mcq.mcq_task(smollm2, n=4, seed=0, shots=2, labels="AB")
+    shot = mcq_prompts.mcq_task(smollm2, n=4, seed=0, shots=2, labels="AB")
     prompt = shot.batches[0].prompts[0]
     assert prompt.count("Question:") == 3 and prompt.count("Answer:") == 3 and shot.n_options == 2
     with pytest.raises(ValueError, match="single tokens"):
-        mcq.mcq_task(smollm2, n=4, seed=0, labels=["Alpha", "Beta"])
+        mcq_prompts.mcq_task(smollm2, n=4, seed=0, labels=["Alpha", "Beta"])
     assert math.isclose(mcq.binomial_p_greater(1, 1, 0.5), 0.5)
 
 

@@ -11,9 +11,11 @@ import dataclasses
 import pytest
 import torch
 
-from helpers import mcq_toy
-from helpers.mcq_toy import N_OPTIONS, McqTask, RoleRules
-from helpers.toy import AttentionOnlyTransformer, HeadPatch, ResidPatch, ToyConfig, ToyRun, TrainConfig
+from helpers.experiments import mcq_toy, mcq_toy_task
+from helpers.experiments.mcq_toy import RoleRules
+from helpers.experiments.mcq_toy_task import N_OPTIONS, McqTask
+from helpers.toy import AttentionOnlyTransformer, HeadPatch, ResidPatch, ToyConfig, ToyRun
+from helpers.toy_train import TrainConfig
 
 TASK = McqTask(n_facts=8)
 CONFIG = ToyConfig(vocab_size=TASK.vocab_size, n_ctx=TASK.prompt_len + 1, n_layers=2, n_heads=3, d_model=24,
@@ -34,20 +36,20 @@ def model() -> AttentionOnlyTransformer:
 
 
 @pytest.fixture(scope="module")
-def prompts() -> mcq_toy.McqPrompts:
-    return mcq_toy.make_prompts(TASK, 24, seed=3, labels="random")
+def prompts() -> mcq_toy_task.McqPrompts:
+    return mcq_toy_task.make_prompts(TASK, 24, seed=3, labels="random")
 
 
 # --- data --------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("layout", mcq_toy.LAYOUTS)
+@pytest.mark.parametrize("layout", mcq_toy_task.LAYOUTS)
 def test_prompts_place_labels_contents_and_question_where_the_task_says(layout):
     task = dataclasses.replace(TASK, layout=layout)
-    p = mcq_toy.make_prompts(task, 16, seed=0, labels="abcd")
+    p = mcq_toy_task.make_prompts(task, 16, seed=0, labels="abcd")
     assert p.tokens.shape == (16, 10) and task.end == 9
     assert torch.equal(p.tokens[:, list(task.label_positions)], p.labels)
     assert torch.equal(p.tokens[:, list(task.content_positions)], p.contents)
-    assert (p.tokens[:, 8] == mcq_toy.QUESTION_MARK).all()
+    assert (p.tokens[:, 8] == mcq_toy_task.QUESTION_MARK).all()
     first_label = 0 if layout == "label_first" else 1
     assert torch.equal(p.labels[0], p.tokens[0, first_label:8:2])
     assert [task.token_names()[t] for t in p.labels[0]] == ["A", "B", "C", "D"]
@@ -63,13 +65,13 @@ def test_the_correct_slot_holds_the_stored_answer_and_distractors_are_distinct_o
 
 
 def test_correct_slot_is_balanced_and_label_formats_are_as_named():
-    p = mcq_toy.make_prompts(TASK, 40, seed=1, labels="qzrx")
+    p = mcq_toy_task.make_prompts(TASK, 40, seed=1, labels="qzrx")
     assert torch.equal(torch.bincount(p.correct, minlength=4), torch.full((4,), 10))
     assert [TASK.token_names()[t] for t in p.labels[5]] == ["Q", "Z", "R", "X"]
-    r = mcq_toy.make_prompts(TASK, 40, seed=1, labels="random")
+    r = mcq_toy_task.make_prompts(TASK, 40, seed=1, labels="random")
     assert all(len(row.unique()) == N_OPTIONS for row in r.labels)
     assert len(r.labels.unique()) > 8  # drawn from the whole pool of 16 symbols
-    assert r.labels.min() >= 1 and r.labels.max() <= len(mcq_toy.LABEL_NAMES)
+    assert r.labels.min() >= 1 and r.labels.max() <= len(mcq_toy_task.LABEL_NAMES)
 
 
 def test_facts_are_a_seeded_permutation():
@@ -96,7 +98,7 @@ def test_label_mix_selects_formats():
 
 
 def test_shuffled_options_move_the_answer_and_keep_labels_and_question(prompts):
-    corrupt = mcq_toy.shuffle_options(prompts, seed=0)
+    corrupt = mcq_toy_task.shuffle_options(prompts, seed=0)
     assert (corrupt.correct != prompts.correct).all()
     assert (corrupt.answer != prompts.answer).all()
     assert torch.equal(corrupt.labels, prompts.labels)
@@ -108,7 +110,7 @@ def test_shuffled_options_move_the_answer_and_keep_labels_and_question(prompts):
 
 
 def test_relabel_keeps_contents_and_changes_only_labels(prompts):
-    other = mcq_toy.relabel(prompts, "qzrx")
+    other = mcq_toy_task.relabel(prompts, "qzrx")
     assert torch.equal(other.contents, prompts.contents) and torch.equal(other.correct, prompts.correct)
     assert (other.labels == torch.tensor([5, 6, 7, 8])).all()
     assert torch.equal(other.tokens[:, list(TASK.content_positions)], prompts.contents)
@@ -125,7 +127,7 @@ def test_run_with_heads_matches_forward_and_the_residual_stream_adds_up(model, p
 
 
 def test_patching_every_head_everywhere_with_the_corrupt_run_reproduces_its_end_logits(model, prompts):
-    corrupt = mcq_toy.shuffle_options(prompts, seed=1)
+    corrupt = mcq_toy_task.shuffle_options(prompts, seed=1)
     corrupt_run = mcq_toy.run(model, corrupt)
     everything = torch.ones(2, 3, dtype=torch.bool)
     with torch.no_grad():
@@ -148,7 +150,7 @@ def test_a_patch_with_the_runs_own_values_or_no_heads_changes_nothing(model, pro
 
 
 def test_patching_only_end_leaves_earlier_positions_alone(model, prompts):
-    corrupt_run = mcq_toy.run(model, mcq_toy.shuffle_options(prompts, seed=1))
+    corrupt_run = mcq_toy.run(model, mcq_toy_task.shuffle_options(prompts, seed=1))
     end_only = torch.zeros(prompts.tokens.shape, dtype=torch.bool)
     end_only[:, -1] = True
     with torch.no_grad():
@@ -163,7 +165,7 @@ def test_dla_of_all_heads_plus_the_embeddings_is_the_logit_difference(model, pro
     run = mcq_toy.run(model, prompts)
     dla = mcq_toy.head_dla(model, run, prompts)
     embedding_term = (run.resid[0][:, -1] * mcq_toy.label_directions(model, prompts)).sum(-1)
-    torch.testing.assert_close(dla.sum((0, 1)) + embedding_term, mcq_toy.logit_difference(run.logits, prompts),
+    torch.testing.assert_close(dla.sum((0, 1)) + embedding_term, mcq_toy_task.logit_difference(run.logits, prompts),
                                rtol=1e-4, atol=1e-4)
     projection = mcq_toy.layer_label_logits(model, run, prompts)  # [layer, batch, option]
     correct = projection.gather(2, prompts.correct[None, :, None].expand(2, -1, 1))[..., 0]
@@ -176,13 +178,13 @@ def test_logit_difference_and_accuracy_on_hand_built_logits(prompts):
     rows = torch.arange(len(prompts))
     logits[rows, -1, prompts.answer] = 3.0
     logits[rows, -1, prompts.labels[:, 0]] += 0.5  # slot 0's label, sometimes the answer
-    diff = mcq_toy.logit_difference(logits, prompts)
+    diff = mcq_toy_task.logit_difference(logits, prompts)
     expected = torch.where(prompts.correct == 0, torch.tensor(3.5), torch.tensor(3.0 - 0.5 / 3))
     torch.testing.assert_close(diff, expected)
-    assert mcq_toy.accuracy(logits, prompts).eq(1).all()
+    assert mcq_toy_task.accuracy(logits, prompts).eq(1).all()
 
 
-def _hand_run(prompts: mcq_toy.McqPrompts, end_rows: torch.Tensor, dla: torch.Tensor, d_model: int) -> ToyRun:
+def _hand_run(prompts: mcq_toy_task.McqPrompts, end_rows: torch.Tensor, dla: torch.Tensor, d_model: int) -> ToyRun:
     """A ToyRun whose END attention rows and per-head direct effects are chosen by hand (W_U = identity)."""
     layers, heads = dla.shape
     batch, n_pos = prompts.tokens.shape
@@ -201,7 +203,7 @@ def _hand_run(prompts: mcq_toy.McqPrompts, end_rows: torch.Tensor, dla: torch.Te
 
 def test_classify_heads_finds_each_class_on_hand_built_patterns():
     task = McqTask(n_facts=4)
-    prompts = mcq_toy.make_prompts(task, 16, seed=0, labels="abcd")
+    prompts = mcq_toy_task.make_prompts(task, 16, seed=0, labels="abcd")
     model = AttentionOnlyTransformer(ToyConfig(vocab_size=task.vocab_size, n_ctx=11, n_layers=2, n_heads=3,
                                                d_model=task.vocab_size, d_head=4))
     with torch.no_grad():
@@ -253,7 +255,7 @@ def test_binding_attention_reads_each_options_second_token_looking_at_its_first(
 # --- interventions -----------------------------------------------------------------------------------------
 
 def test_patching_no_heads_or_all_heads_gives_fraction_zero_and_one(model, prompts):
-    corrupt = mcq_toy.shuffle_options(prompts, seed=2)
+    corrupt = mcq_toy_task.shuffle_options(prompts, seed=2)
     sets = torch.stack([torch.zeros(2, 3, dtype=torch.bool), torch.ones(2, 3, dtype=torch.bool)])
     result = mcq_toy.patch_head_sets(model, prompts, corrupt, sets)
     torch.testing.assert_close(result.fraction, torch.tensor([0.0, 1.0]), rtol=1e-4, atol=1e-4)
@@ -267,7 +269,7 @@ def test_patching_no_heads_or_all_heads_gives_fraction_zero_and_one(model, promp
 
 
 def test_path_patching_is_the_total_effect_minus_the_senders_direct_effect(model, prompts):
-    corrupt = mcq_toy.shuffle_options(prompts, seed=2)
+    corrupt = mcq_toy_task.shuffle_options(prompts, seed=2)
     receivers = torch.zeros(2, 3, dtype=torch.bool)
     receivers[1] = True
     path = mcq_toy.path_patch(model, prompts, corrupt, (0, 1), receivers)
@@ -284,7 +286,7 @@ def test_path_patching_is_the_total_effect_minus_the_senders_direct_effect(model
 
 
 def test_format_switch_is_zero_before_layer_zero_and_complete_at_the_end(model, prompts):
-    abcd, qzrx = mcq_toy.relabel(prompts, "abcd"), mcq_toy.relabel(prompts, "qzrx")
+    abcd, qzrx = mcq_toy_task.relabel(prompts, "abcd"), mcq_toy_task.relabel(prompts, "qzrx")
     result = mcq_toy.format_switch(model, abcd, qzrx)
     assert result.patched.shape == (3, len(prompts))
     torch.testing.assert_close(result.fraction[[0, 2]], torch.tensor([0.0, 1.0]), rtol=1e-4, atol=1e-4)
@@ -292,13 +294,13 @@ def test_format_switch_is_zero_before_layer_zero_and_complete_at_the_end(model, 
 
 def test_mean_ablating_no_heads_changes_nothing(model, prompts):
     ablated = mcq_toy.ablate_head_sets(model, prompts, torch.zeros(1, 2, 3, dtype=torch.bool))
-    torch.testing.assert_close(ablated[0], mcq_toy.logit_difference(mcq_toy.run(model, prompts).logits, prompts))
+    torch.testing.assert_close(ablated[0], mcq_toy_task.logit_difference(mcq_toy.run(model, prompts).logits, prompts))
 
 
 def test_short_training_is_deterministic_per_seed_and_records_accuracy(monkeypatch):
     monkeypatch.setenv("ATTENTION_HEADS_RESULTS", "off")  # train every time: determinism, not the store
     short = TrainConfig(steps=3, batch_size=16, lr=1e-2, eval_every=3)
-    runs = [mcq_toy.train_mcq_toys((0, 1), task=TASK, config=CONFIG, train_config=short) for _ in range(2)]
+    runs = [mcq_toy_task.train_mcq_toys((0, 1), task=TASK, config=CONFIG, train_config=short) for _ in range(2)]
     assert [t.seed for t in runs[0]] == [0, 1]
     assert [t.history.train_loss for t in runs[0]] == [t.history.train_loss for t in runs[1]]
     assert runs[0][0].history.train_loss != runs[0][1].history.train_loss  # other seed, other model and data
@@ -309,16 +311,16 @@ def test_short_training_is_deterministic_per_seed_and_records_accuracy(monkeypat
 def test_trained_toys_come_back_from_the_store_unchanged(monkeypatch, tmp_path):
     monkeypatch.setenv("ATTENTION_HEADS_CACHE", str(tmp_path))
     short = TrainConfig(steps=2, batch_size=8, lr=1e-2, eval_every=2)
-    fresh = mcq_toy.train_mcq_toys((3,), task=TASK, config=CONFIG, train_config=short)[0]
+    fresh = mcq_toy_task.train_mcq_toys((3,), task=TASK, config=CONFIG, train_config=short)[0]
     assert len(list((tmp_path / "results").glob("mcq-toys-*.pt"))) == 1
-    stored = mcq_toy.train_mcq_toys((3,), task=TASK, config=CONFIG, train_config=short)[0]
+    stored = mcq_toy_task.train_mcq_toys((3,), task=TASK, config=CONFIG, train_config=short)[0]
     for (name, a), (_, b) in zip(fresh.model.state_dict().items(), stored.model.state_dict().items()):
         assert torch.equal(a, b), name
     assert stored.history.evals == fresh.history.evals
 
 
 def test_moved_labels_are_all_new_symbols_in_the_same_slots(prompts):
-    moved = mcq_toy.move_labels(prompts, seed=0)
+    moved = mcq_toy_task.move_labels(prompts, seed=0)
     shared = (moved.labels[:, :, None] == prompts.labels[:, None, :]).any((1, 2))
     assert not shared.any()  # no symbol of the clean prompt survives
     assert all(len(set(row.tolist())) == N_OPTIONS for row in moved.labels)
@@ -329,7 +331,7 @@ def test_moved_labels_are_all_new_symbols_in_the_same_slots(prompts):
 
 
 def test_a_head_set_is_ranked_among_every_set_of_its_size(model, prompts):
-    corrupt = mcq_toy.shuffle_options(prompts, seed=1)
+    corrupt = mcq_toy_task.shuffle_options(prompts, seed=1)
     ranked = mcq_toy.rank_head_set(model, prompts, corrupt, [(1, 2), (0, 1)])
     assert ranked.heads == ((0, 1), (1, 2)) and len(ranked.null) == 15  # C(6, 2)
     masks = torch.zeros(1, 2, 3, dtype=torch.bool)
@@ -346,7 +348,7 @@ def test_a_head_set_is_ranked_among_every_set_of_its_size(model, prompts):
 def test_reading_a_toy_gives_roles_and_both_patchings_for_every_head(monkeypatch):
     monkeypatch.setenv("ATTENTION_HEADS_RESULTS", "off")
     short = TrainConfig(steps=2, batch_size=8, lr=1e-2, eval_every=2)
-    toy = mcq_toy.train_mcq_toys((0,), task=TASK, config=CONFIG, train_config=short)[0]
+    toy = mcq_toy_task.train_mcq_toys((0,), task=TASK, config=CONFIG, train_config=short)[0]
     reading = mcq_toy.read_toy(toy, TASK, n=16)
     assert len(reading.roles) == 6 and reading.options_moved.shape == reading.labels_moved.shape == (2, 3)
     assert 0 <= float(reading.accuracy) <= 1
@@ -366,23 +368,23 @@ def test_bad_tasks_and_prompt_requests_are_refused():
     with pytest.raises(ValueError, match=r"n_facts must be at least 4"):
         McqTask(n_facts=3)
     with pytest.raises(ValueError, match=r"multiple of 4.*got 10"):
-        mcq_toy.make_prompts(TASK, 10, seed=0)
+        mcq_toy_task.make_prompts(TASK, 10, seed=0)
     with pytest.raises(ValueError, match=r"labels must be one of.*'abc'"):
-        mcq_toy.make_prompts(TASK, 8, seed=0, labels="abc")
+        mcq_toy_task.make_prompts(TASK, 8, seed=0, labels="abc")
 
 
 def test_mismatched_models_pairs_and_patches_are_refused(model, prompts):
     with pytest.raises(ValueError, match=r"task needs vocab_size=49"):
-        mcq_toy.train_mcq_toys((0,), task=McqTask(n_facts=16), config=CONFIG)
+        mcq_toy_task.train_mcq_toys((0,), task=McqTask(n_facts=16), config=CONFIG)
     with pytest.raises(ValueError, match=r"distinct and at least one, got \(1, 1\)"):
-        mcq_toy.train_mcq_toys((1, 1), task=TASK, config=CONFIG)
-    other = mcq_toy.make_prompts(TASK, 8, seed=0)
+        mcq_toy_task.train_mcq_toys((1, 1), task=TASK, config=CONFIG)
+    other = mcq_toy_task.make_prompts(TASK, 8, seed=0)
     with pytest.raises(ValueError, match=r"same task with the same shape"):
         mcq_toy.patch_heads(model, prompts, other)
     with pytest.raises(ValueError, match=r"positions must be 'end'.*'last'"):
-        mcq_toy.patch_heads(model, prompts, mcq_toy.shuffle_options(prompts, 0), positions="last")
+        mcq_toy.patch_heads(model, prompts, mcq_toy_task.shuffle_options(prompts, 0), positions="last")
     with pytest.raises(ValueError, match=r"after the sender's layer 1"):
-        mcq_toy.path_patch(model, prompts, mcq_toy.shuffle_options(prompts, 0), (1, 0),
+        mcq_toy.path_patch(model, prompts, mcq_toy_task.shuffle_options(prompts, 0), (1, 0),
                            torch.ones(2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"same answer tokens"):
         mcq_toy.format_switch(model, prompts, prompts)

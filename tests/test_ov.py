@@ -90,3 +90,13 @@ def test_bridge_reading_matches_the_modules_weights(tiny_llama_gqa):
     out = v @ inner.layers[layer].self_attn.o_proj.weight[:, head * d_head:(head + 1) * d_head].T
     expected = (out * inner.norm.weight) @ hf.lm_head.weight[targets].T
     assert torch.allclose(table, expected.detach(), atol=1e-4)
+
+
+def test_copying_from_vectors_matches_the_embedding_version(tiny_llama_gqa):
+    model = tiny_llama_gqa
+    ids = torch.arange(3, 12)
+    from_embedding = ov.ov_copying_scores(model, ids)
+    from_vectors = ov.copying_from_vectors(model, model.W_E[ids].detach(), ids)
+    torch.testing.assert_close(from_vectors, from_embedding)
+    with pytest.raises(ValueError, match="one row per token"):
+        ov.copying_from_vectors(model, model.W_E[ids[:3]].detach(), ids)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers import capture, models, patching
+from helpers import capture, models, patching, readout
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_attribution_patching_is_exact_for_the_last_layer_of_a_linear_read(three
     estimate = patching.attribution_patching(model, tokens, source_z, answers, wrong)
     sets = [[(2, head)] for head in range(4)]
     finals = patching.patched_final(model, tokens, source_z, [[]] + sets)
-    values = patching.end_logit_diff(model, finals, answers, wrong)
+    values = readout.logit_difference(model, finals, answers, wrong)
     exact = (values[1:] - values[0]).mean(dim=1)
     torch.testing.assert_close(estimate[2], exact, atol=2e-4, rtol=0.05)
 
@@ -161,7 +161,7 @@ def test_end_logit_diff_matches_the_full_logits(tiny_gpt2):
     logits = model(tokens)[:, -1]
     rows = torch.arange(3)
     expected = logits[rows, answers] - logits[rows, wrong]
-    torch.testing.assert_close(patching.end_logit_diff(model, final, answers, wrong), expected.float(),
+    torch.testing.assert_close(readout.logit_difference(model, final, answers, wrong), expected.float(),
                                atol=1e-4, rtol=1e-4)
 
 

@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from helpers import plots  # noqa: E402
+from helpers import heads, plots  # noqa: E402
 from helpers.stats import Estimate  # noqa: E402
 
 
@@ -51,8 +51,8 @@ def test_use_book_style_applies_the_book_rcparams():
 
 
 def test_head_label_names_layer_and_head():
-    assert plots.head_label((9, 9)) == "L9H9"
-    assert plots.head_label((0, 11)) == "L0H11"
+    assert heads.label((9, 9)) == "L9H9"
+    assert heads.label((0, 11)) == "L0H11"
 
 
 # --- head_heatmap --------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ def view_inputs(seed: int = 0):
     tokens = [f" tok{i}" for i in range(10)]
     logits = torch.randn(4, 10, 10, generator=generator).masked_fill(~torch.tril(torch.ones(10, 10, dtype=torch.bool)),
                                                                      float("-inf"))
-    return tokens, logits.softmax(-1), [plots.head_label((1, h)) for h in range(4)]
+    return tokens, logits.softmax(-1), [heads.label((1, h)) for h in range(4)]
 
 
 def test_attention_view_is_small_self_hosting_html():
@@ -225,3 +225,16 @@ def test_circuitsvis_bundle_path_points_at_the_shipped_bundle():
     path = plots.circuitsvis_bundle_path()
     assert path.is_file() and path.name == "iife.js"
     assert path.stat().st_size > 100_000
+
+
+def test_circuit_figures_draw_every_role_and_label_heads():
+    roles = {"S-inhibition": [(2, 1)], "name mover": [(3, 0), (3, 2)], "induction": []}
+    fig = plots.circuit_diagram(roles, [("S-inhibition", "name mover"), ("name mover", "logits")], n_layers=4,
+                                title="t")
+    texts = {t.get_text() for t in fig.axes[0].texts}
+    assert {"L2H1", "L3H0", "L3H2", "logits", "not found"} <= texts
+    scatter = plots.head_scatter(torch.rand(4, 3), torch.rand(4, 3), title="t", xlabel="x", ylabel="y",
+                                 marked=[(1, 2)])
+    assert "L1H2" in {t.get_text() for t in scatter.axes[0].texts}
+    with pytest.raises(ValueError, match="both be"):
+        plots.head_scatter(torch.rand(4, 3), torch.rand(3, 3), title="t", xlabel="x", ylabel="y")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from helpers import scores
+from helpers import heads, scores
 from synthetic import one_hot_pattern, uniform_causal
 
 
@@ -100,9 +100,9 @@ def test_family_scores_leave_out_families_absent_from_the_prompts():
 
 def test_top_heads_orders_by_score_and_checks_k():
     grid = torch.tensor([[0.1, 0.9], [0.5, 0.9]])
-    assert scores.top_heads(grid, 3) == [(0, 1), (1, 1), (1, 0)]
+    assert heads.top(grid, 3) == [(0, 1), (1, 1), (1, 0)]
     with pytest.raises(ValueError, match=r"k must lie in \[1, 4\]"):
-        scores.top_heads(grid, 5)
+        heads.top(grid, 5)
 
 
 def test_top_induction_heads_agree_with_transformer_lens_detect_head(smollm2):
@@ -117,4 +117,4 @@ def test_top_induction_heads_agree_with_transformer_lens_detect_head(smollm2):
     ours = scores.attention_on_targets(capture_patterns(smollm2, tokens), scores.induction_targets(tokens))
     theirs = detect_head(smollm2, prompt, "induction_head")
 
-    assert set(scores.top_heads(ours, 5)) == set(scores.top_heads(theirs.cpu(), 5))
+    assert set(heads.top(ours, 5)) == set(heads.top(theirs.cpu(), 5))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers import self_repair
+from helpers.experiments import self_repair
 
 
 def _grids():

@@ -74,3 +74,63 @@ def test_task_batch_rejects_inconsistent_fields():
 def test_sizes_must_be_positive(smollm2):
     with pytest.raises(ValueError, match="half_len must be at least 1"):
         tasks.repeated_tokens(smollm2, batch=2, half_len=0, seed=0)
+
+
+# --- natural_text / stdlib_prose ------------------------------------------------------------------------------
+
+def test_natural_text_windows_have_the_requested_length_without_bos_for_smollm2(smollm2):
+    batch = tasks.natural_text(smollm2, batch=3, length=16, seed=0)
+    assert batch.tokens.shape == (3, 16) and len(batch.prompts) == 3
+    assert batch.info["length"] == 16 and batch.info["seed"] == 0
+
+
+def test_natural_text_windows_follow_the_bos_policy(tiny_gpt2):
+    batch = tasks.natural_text(tiny_gpt2, batch=2, length=8, seed=0)
+    assert batch.tokens.shape == (2, 9)
+    assert (batch.tokens[:, 0] == tiny_gpt2.tokenizer.bos_token_id).all()
+
+
+def test_natural_text_windows_are_contiguous_pieces_of_the_prose(smollm2):
+    batch = tasks.natural_text(smollm2, batch=3, length=12, seed=0)
+    stream = torch.tensor(smollm2.tokenizer.encode(tasks.stdlib_prose(), add_special_tokens=False))
+    windows = stream.unfold(0, 12, 1)  # every 12-token slice of the corpus
+    for row in batch.tokens:
+        assert (windows == row).all(dim=1).any()
+
+
+def test_same_seed_same_windows_and_other_seed_other_windows(smollm2):
+    a = tasks.natural_text(smollm2, batch=3, length=10, seed=5)
+    b = tasks.natural_text(smollm2, batch=3, length=10, seed=5)
+    c = tasks.natural_text(smollm2, batch=3, length=10, seed=6)
+    assert torch.equal(a.tokens, b.tokens) and a.prompts == b.prompts
+    assert not torch.equal(a.tokens, c.tokens)
+
+
+def test_natural_text_is_mostly_letters(smollm2):
+    text = "".join(tasks.natural_text(smollm2, batch=4, length=32, seed=0).prompts)
+    letters = sum(ch.isalpha() or ch.isspace() for ch in text)
+    assert letters >= 0.8 * len(text), text
+
+
+def test_natural_text_longer_than_the_corpus_says_how_long_the_corpus_is(tiny_gpt2):
+    with pytest.raises(ValueError, match=r"the corpus has \d+ tokens, too few for windows of 10000000"):
+        tasks.natural_text(tiny_gpt2, batch=1, length=10_000_000, seed=0)
+
+
+def test_natural_text_sizes_must_be_positive(tiny_gpt2):
+    with pytest.raises(ValueError, match="length must be at least 1; got 0"):
+        tasks.natural_text(tiny_gpt2, batch=2, length=0, seed=0)
+    with pytest.raises(ValueError, match="batch must be at least 1; got 0"):
+        tasks.natural_text(tiny_gpt2, batch=0, length=5, seed=0)
+
+
+def test_stdlib_prose_is_paragraphs_of_english_without_doctests():
+    prose = tasks.stdlib_prose()
+    paragraphs = prose.split("\n\n")
+    assert len(paragraphs) >= 100
+    assert len(paragraphs) == len(set(paragraphs))  # de-duplicated
+    assert all(len(p.split()) >= 12 and ">>>" not in p and "\n" not in p for p in paragraphs)
+    words = prose.lower().split()
+    for common in ("the", "of", "and", "is"):  # function words: prose, not code or tables
+        assert words.count(common) >= 100, common
+    assert tasks.stdlib_prose() is prose  # cached: built once per process

@@ -1,4 +1,5 @@
-"""Tests for helpers.toy: the attention-only toy transformer, its trainer and the induction data."""
+"""Tests for helpers.toy and helpers.toy_train: the attention-only toy transformer, its trainer and the
+induction data."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ import dataclasses
 import pytest
 import torch
 
-from helpers.toy import (
-    AttentionOnlyTransformer,
+from helpers.toy import AttentionOnlyTransformer, ToyConfig
+from helpers.toy_train import (
     SegmentTask,
     ToyBatch,
-    ToyConfig,
     TrainConfig,
     masked_loss,
     per_position_loss,

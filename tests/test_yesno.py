@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from helpers import models, yesno
+from helpers import model_cache, models
+from helpers.experiments import yesno
 from synthetic import uniform_causal
 
 SEQ, YES, NO, FIRST = 8, 1, 3, 5  # "Answer Yes or No . Is ... Answer:" in miniature
@@ -160,7 +161,7 @@ def smollm2_tokenizer_only():
     """Enough of a model for the generators: the tokenizer and the BOS policy (SmolLM2 uses none)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(models.ensure_cached(models.get_spec("smollm2-135m")))
+    tokenizer = AutoTokenizer.from_pretrained(model_cache.ensure_cached(models.get_spec("smollm2-135m")))
     return SimpleNamespace(
         tokenizer=tokenizer, cfg=SimpleNamespace(default_prepend_bos=False),
         to_tokens=lambda text: torch.tensor([tokenizer.encode(text, add_special_tokens=False)]))

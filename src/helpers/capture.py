@@ -1,8 +1,13 @@
-"""Read activations out of a model: attention patterns, per-head outputs and next-token losses.
+"""Read activations out of a model: attention patterns, per-head outputs, the final residual, losses.
 
 With `interventions` and `patching`, this is one of the three modules that name hook points. Everything here runs one
 forward pass (or a few mini-batches of one) and caches only the hooks it needs: a full
 ``run_with_cache`` on SmolLM2 keeps 1,725 tensors (about 1.8 GB at 8 x 64 tokens).
+
+`run_until` is the one way to end a pass early: the reads below stop at the final norm (or earlier),
+because what they need is there and Gemma's 262k-column unembedding would cost more than the rest of
+the model. `final_at` is the stopped pass that returns the final norm's output at one position, which
+`helpers.readout` turns into the few logits a metric needs.
 """
 
 from __future__ import annotations
@@ -70,15 +75,7 @@ def mean_head_outputs(
             means[layer] = activation.mean(dim=dims)
         return hook
 
-    def stop(activation: Tensor, hook=None) -> None:
-        raise _Captured  # the means are complete; the unembedding would only cost time
-
-    try:
-        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=[(z_hook(layer), keep(layer))
-                                                                     for layer in range(model.cfg.n_layers)]
-                             + [("ln_final.hook_in", stop)])
-    except _Captured:
-        pass
+    run_until(model, tokens, [(z_hook(layer), keep(layer)) for layer in range(model.cfg.n_layers)], stop_at=FINAL_IN)
     return torch.stack([means[layer] for layer in range(model.cfg.n_layers)])
 
 
@@ -102,8 +99,42 @@ def rows_per_chunk(model: TransformerBridge, seq_len: int, budget_bytes: float =
     return max(1, int(budget_bytes // (seq_len * model.cfg.d_vocab * 4)))
 
 
-class _Captured(Exception):
-    """Raised by the last hook a read needs, so the forward pass stops before the unembedding."""
+FINAL_IN = "ln_final.hook_in"  # the residual stream entering the final norm
+FINAL_OUT = "ln_final.hook_out"  # the final norm's output: what the unembedding reads
+
+
+class StopForward(Exception):
+    """Raised at `run_until`'s stop point, after every read there, so nothing later runs."""
+
+
+def run_until(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], hooks: list | tuple, *, stop_at: str) -> None:
+    """Run `tokens` through the model with `hooks` and end the pass at hook point `stop_at`.
+
+    Hooks on `stop_at` itself run first (TransformerLens calls a point's hooks in order), so a read can
+    sit on the stop point. Anything the hooks must keep, they store themselves.
+    """
+    def stop(activation: Tensor, hook=None) -> None:
+        raise StopForward
+
+    try:
+        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=[*hooks, (stop_at, stop)])
+    except StopForward:
+        pass
+
+
+@torch.no_grad()
+def final_at(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], *, position: int = -1,
+             fwd_hooks: list | tuple = ()) -> Float[Tensor, "batch d_model"]:
+    """The final norm's output at `position` (on the CPU), from a pass that stops there; `fwd_hooks` run in
+    the same pass (ablations, patches). `helpers.readout` turns it into logits."""
+    check_tokens(model, tokens)
+    store: dict[str, Tensor] = {}
+
+    def keep(activation: Tensor, hook=None) -> None:
+        store["final"] = activation[:, position].detach().float().cpu()
+
+    run_until(model, tokens, [*fwd_hooks, (FINAL_OUT, keep)], stop_at=FINAL_OUT)
+    return store["final"]
 
 
 @dataclass(frozen=True)
@@ -131,7 +162,7 @@ def read_end(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], *, posi
     `fwd_hooks` run in the same pass (e.g. `interventions.ablation_hooks`, to read a model with heads removed).
 
     Gemma's 262k-token unembedding costs more than the rest of the model on short prompts; answers that
-    are a handful of tokens need only those columns of it (e.g. `mcq.label_logits`).
+    are a handful of tokens need only those columns of it (`helpers.readout.logits(model, read.final, ids)`).
     """
     check_tokens(model, tokens)
     n_layers = model.cfg.n_layers
@@ -143,19 +174,12 @@ def read_end(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], *, posi
             store[name] = (activation[:, :, position] if pattern else activation[:, position]).detach().float().cpu()
         return hook
 
-    def keep_and_stop(activation: Tensor, hook=None) -> None:
-        store["final"] = activation[:, position].detach().float().cpu()
-        raise _Captured
-
     hooks = [(z_hook(layer), keep(z_hook(layer))) for layer in range(n_layers)]
     hooks += [(pattern_hook(layer), keep(pattern_hook(layer), pattern=True)) for layer in range(n_layers)]
     if has_post:
         hooks += [(f"blocks.{layer}.ln1_post.hook_scale", keep(f"post{layer}")) for layer in range(n_layers)]
-    hooks += [("ln_final.hook_scale", keep("scale")), ("ln_final.hook_out", keep_and_stop)]
-    try:
-        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=[*fwd_hooks, *hooks])
-    except _Captured:
-        pass
+    hooks += [("ln_final.hook_scale", keep("scale")), (FINAL_OUT, keep("final"))]
+    run_until(model, tokens, [*fwd_hooks, *hooks], stop_at=FINAL_OUT)
     return EndRead(attention=torch.stack([store[pattern_hook(layer)] for layer in range(n_layers)]),
                    z=[store[z_hook(layer)] for layer in range(n_layers)], final=store["final"],
                    final_scale=store["scale"].reshape(-1, 1),
@@ -179,36 +203,5 @@ def residual_at_end(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], 
             store[layer] = activation[:, -1].detach().clone()
         return hook
 
-    def stop(activation: Tensor, hook=None) -> None:
-        raise _Captured
-
-    try:
-        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=[(resid_post_hook(layer), keep(layer))
-                                                                     for layer in layers] + [("ln_final.hook_in", stop)])
-    except _Captured:
-        pass
+    run_until(model, tokens, [(resid_post_hook(layer), keep(layer)) for layer in layers], stop_at=FINAL_IN)
     return store
-
-
-@torch.no_grad()
-def last_position_logits(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], *,
-                         fwd_hooks: list | tuple = ()) -> Float[Tensor, "batch vocab"]:
-    """Logits at the last position only, with optional extra hooks (e.g. ablations) in the same pass.
-
-    The forward pass stops at the final norm and only the last position is unembedded: on short
-    prompts Gemma's 262k-column unembedding at every position costs more than the rest of the model.
-    """
-    check_tokens(model, tokens)
-    store: dict[str, Tensor] = {}
-
-    def keep_and_stop(activation: Tensor, hook=None) -> None:
-        store["final"] = activation[:, -1].detach()
-        raise _Captured
-
-    try:
-        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=[*fwd_hooks, ("ln_final.hook_out", keep_and_stop)])
-    except _Captured:
-        pass
-    logits = store["final"] @ model.W_U
-    bias = getattr(model.unembed, "b_U", None)
-    return logits + bias if isinstance(bias, Tensor) else logits

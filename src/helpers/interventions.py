@@ -16,41 +16,18 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
-from helpers.capture import check_tokens, last_position_logits, rows_per_chunk, z_hook
+from helpers import heads, readout
+from helpers.capture import check_tokens, final_at, rows_per_chunk, z_hook
+from helpers.heads import Head
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-Head = tuple[int, int]
 Metric = Callable[[Float[Tensor, "batch pos vocab"], Int[Tensor, "batch pos"]], Float[Tensor, "batch"]]
 Mode = Literal["zero", "mean"]
-
-
-def check_heads(heads: Sequence[Head], n_layers: int, n_heads: int) -> None:
-    """Raise a clear error for a head index outside the model."""
-    for head in heads:
-        if len(head) != 2:
-            raise ValueError(f"a head is a (layer, head) pair; got {head!r}")
-        layer, index = head
-        if not (0 <= layer < n_layers and 0 <= index < n_heads):
-            raise ValueError(
-                f"head L{layer}H{index} is outside this model, which has layers 0..{n_layers - 1} "
-                f"and heads 0..{n_heads - 1} per layer"
-            )
-
-
-def head_set_masks(head_sets: Sequence[Sequence[Head]], n_layers: int, n_heads: int
-                   ) -> Bool[Tensor, "set layer head"]:
-    """One boolean mask per head set: True where a head is ablated."""
-    masks = torch.zeros(len(head_sets), n_layers, n_heads, dtype=torch.bool)
-    for i, heads in enumerate(head_sets):
-        check_heads(heads, n_layers, n_heads)
-        for layer, head in heads:
-            masks[i, layer, head] = True
-    return masks
 
 
 def _ablation_hook(keep: Float[Tensor, "row head"], replacement: Float[Tensor, "... head d_head"] | None):
@@ -64,12 +41,12 @@ def _ablation_hook(keep: Float[Tensor, "row head"], replacement: Float[Tensor, "
     return hook
 
 
-def ablation_hooks(model: TransformerBridge, heads: Sequence[Head], *,
+def ablation_hooks(model: TransformerBridge, head_set: Sequence[Head], *,
                    means: Float[Tensor, "layer ... head d_head"] | None = None) -> list:
-    """Hooks that remove `heads` in every row of a pass (zeros, or `means` when given), for reads that
+    """Hooks that remove the heads of `head_set` in every row of a pass (zeros, or `means` when given), for reads that
     take ``fwd_hooks`` such as `capture.read_end`."""
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    mask = head_set_masks([heads], n_layers, n_heads)[0]  # [layer, head]
+    mask = heads.masks([head_set], n_layers, n_heads)[0]  # [layer, head]
     return [(z_hook(layer), _ablation_hook((~mask[layer]).float()[None], None if means is None else means[layer]))
             for layer in range(n_layers) if mask[layer].any()]
 
@@ -111,7 +88,7 @@ def ablated_metric(
     if len(head_sets) == 0:
         raise ValueError("head_sets is empty; pass [[]] to measure the clean model")
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    masks = head_set_masks(head_sets, n_layers, n_heads)
+    masks = heads.masks(head_sets, n_layers, n_heads)
     batch, seq_len = tokens.shape
     rows = max(max_rows or rows_per_chunk(model, 1 if last_position_only else seq_len), 1)
     sets_per_pass = max(1, rows // batch)
@@ -126,7 +103,7 @@ def ablated_metric(
         ]
         device_tokens = repeated.to(model.cfg.device)
         if last_position_only:
-            logits = last_position_logits(model, device_tokens, fwd_hooks=hooks)[:, None]
+            logits = readout.logits(model, final_at(model, device_tokens, fwd_hooks=hooks))[:, None].to(model.cfg.device)
         else:
             logits = model.run_with_hooks(device_tokens, fwd_hooks=hooks) if hooks else model(device_tokens)
         values = metric(logits, device_tokens).float().cpu()
@@ -162,10 +139,6 @@ def random_head_sets(n_layers: int, n_heads: int, k: int, n_draws: int, *, seed:
     return [[pool[i] for i in torch.randperm(len(pool), generator=generator)[:k].tolist()] for _ in range(n_draws)]
 
 
-class _Stopped(Exception):
-    """Raised once the final norm's output is read, so the forward pass skips the unembedding."""
-
-
 @torch.no_grad()
 def final_with_end_patches(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
                            patches: Sequence[tuple[int, Float[Tensor, "batch d_model"]]]
@@ -181,8 +154,6 @@ def final_with_end_patches(model: TransformerBridge, tokens: Int[Tensor, "batch 
         if not 0 <= layer < model.cfg.n_layers or values.shape[0] != batch:
             raise ValueError(f"each patch is (layer in [0, {model.cfg.n_layers}), values [batch={batch}, d_model]); "
                              f"got layer {layer}, values {tuple(values.shape)}")
-    store: dict[str, Tensor] = {}
-
     def patch(block: int, values: Tensor):
         def hook(activation: Tensor, hook=None) -> Tensor:
             out = activation.clone()
@@ -190,14 +161,5 @@ def final_with_end_patches(model: TransformerBridge, tokens: Int[Tensor, "batch 
             return out
         return hook
 
-    def keep_and_stop(activation: Tensor, hook=None) -> None:
-        store["final"] = activation[:, -1].detach().float().cpu()
-        raise _Stopped
-
     hooks = [(f"blocks.{layer}.hook_resid_post", patch(i, values)) for i, (layer, values) in enumerate(patches)]
-    try:
-        model.run_with_hooks(tokens.repeat(len(patches), 1).to(model.cfg.device),
-                             fwd_hooks=hooks + [("ln_final.hook_out", keep_and_stop)])
-    except _Stopped:
-        pass
-    return store["final"].reshape(len(patches), batch, -1)
+    return final_at(model, tokens.repeat(len(patches), 1), fwd_hooks=hooks).reshape(len(patches), batch, -1)

@@ -14,8 +14,8 @@ Patching asks a counterfactual question: if this head had computed what it compu
   one backward pass, to rank all heads before checking the top ones exactly.
 
 Everything stops at the final norm and returns its output at END: the logit difference of two answers
-needs two columns of the unembedding (`end_logit_diff`), not Gemma's 262k. With `capture` and
-`interventions`, this is one of the three modules that name hook points.
+needs two columns of the unembedding (`helpers.readout.logit_difference`), not Gemma's 262k. With
+`capture` and `interventions`, this is one of the three modules that name hook points.
 """
 
 from __future__ import annotations
@@ -28,38 +28,20 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from helpers import heads
 from helpers.attribution import answer_directions
-from helpers.capture import check_tokens, pattern_hook, z_hook
-from helpers.interventions import Head, check_heads, head_set_masks
+from helpers.capture import FINAL_IN, FINAL_OUT, check_tokens, final_at, pattern_hook, run_until, z_hook
+from helpers.heads import Head
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-FINAL = "ln_final.hook_out"
 DEFAULT_MAX_ROWS = 512
-
-
-class _Done(Exception):
-    """Raised by the last hook a pass needs, so the forward pass stops early."""
 
 
 def q_hook(layer: int) -> str:
     """Per-query-head queries before the rotary embedding, ``[batch, pos, head, d_head]``."""
     return f"blocks.{layer}.attn.hook_q"
-
-
-def _run(model: TransformerBridge, tokens: Tensor, hooks: list) -> None:
-    try:
-        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=hooks)
-    except _Done:
-        pass
-
-
-def _keep_final(store: dict[str, Tensor]):
-    def hook(activation: Tensor, hook=None) -> None:
-        store["final"] = activation[:, -1].detach().float().cpu()
-        raise _Done
-    return hook
 
 
 @torch.no_grad()
@@ -74,11 +56,7 @@ def head_outputs(model: TransformerBridge, tokens: Int[Tensor, "batch pos"]
             store[layer] = activation.detach().clone()
         return hook
 
-    def stop(activation: Tensor, hook=None) -> None:
-        raise _Done
-
-    _run(model, tokens, [(z_hook(layer), keep(layer)) for layer in range(model.cfg.n_layers)]
-         + [("ln_final.hook_in", stop)])
+    run_until(model, tokens, [(z_hook(layer), keep(layer)) for layer in range(model.cfg.n_layers)], stop_at=FINAL_IN)
     return torch.stack([store[layer] for layer in range(model.cfg.n_layers)])
 
 
@@ -139,29 +117,15 @@ def patched_final(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
     _check_source(model, tokens, source_z)
     if len(head_sets) == 0:
         raise ValueError("head_sets is empty; pass [[]] for the clean run")
-    masks = head_set_masks(head_sets, model.cfg.n_layers, model.cfg.n_heads)
+    masks = heads.masks(head_sets, model.cfg.n_layers, model.cfg.n_heads)
     if path and clean_z is None:
         clean_z = head_outputs(model, tokens)
     batch = tokens.shape[0]
     finals = []
     for chunk in _chunks(len(head_sets), batch, max_rows):
-        store: dict[str, Tensor] = {}
         hooks = _patch_hooks(model, masks[chunk.start:chunk.stop], source_z, clean_z if path else None)
-        _run(model, tokens.repeat(len(chunk), 1), hooks + [(FINAL, _keep_final(store))])
-        finals.append(store["final"].reshape(len(chunk), batch, -1))
+        finals.append(final_at(model, tokens.repeat(len(chunk), 1), fwd_hooks=hooks).reshape(len(chunk), batch, -1))
     return torch.cat(finals)
-
-
-def end_logit_diff(model: TransformerBridge, final: Float[Tensor, "... batch d_model"],
-                   answers: Int[Tensor, "batch"], wrong: Int[Tensor, "batch"]) -> Float[Tensor, "... batch"]:
-    """``logit[answer] - logit[wrong]`` at END from the final norm's output (two unembedding columns)."""
-    directions = answer_directions(model, answers, wrong)  # [batch, d_model]
-    value = (final.float() * directions).sum(-1)
-    bias = getattr(model.unembed, "b_U", None)
-    if isinstance(bias, Tensor):
-        bias = bias.float().cpu()
-        value = value + bias[answers] - bias[wrong]
-    return value
 
 
 @dataclass(frozen=True)
@@ -190,7 +154,7 @@ def path_patched_receivers(model: TransformerBridge, tokens: Int[Tensor, "batch 
     """
     check_tokens(model, tokens)
     _check_source(model, tokens, source_z)
-    check_heads(receivers, model.cfg.n_layers, model.cfg.n_heads)
+    heads.check(receivers, model.cfg.n_layers, model.cfg.n_heads)
     if not receivers or len(sender_sets) == 0:
         raise ValueError("need at least one receiver head and one sender set ([[]] for the clean run)")
     first_receiver = min(layer for layer, _ in receivers)
@@ -198,7 +162,7 @@ def path_patched_receivers(model: TransformerBridge, tokens: Int[Tensor, "batch 
         if any(layer >= first_receiver for layer, _ in senders):
             raise ValueError(f"senders must sit in layers before the first receiver (layer {first_receiver}); "
                              f"got {list(senders)}")
-    masks = head_set_masks(sender_sets, model.cfg.n_layers, model.cfg.n_heads)
+    masks = heads.masks(sender_sets, model.cfg.n_layers, model.cfg.n_heads)
     clean_z = head_outputs(model, tokens) if clean_z is None else clean_z
     by_layer: dict[int, list[int]] = {}
     for layer, head in receivers:
@@ -213,12 +177,11 @@ def path_patched_receivers(model: TransformerBridge, tokens: Int[Tensor, "batch 
         def record(layer: int):
             def hook(q: Tensor, hook=None) -> None:
                 queries[layer] = q[:, -1, by_layer[layer]].detach().clone()
-                if layer == last_receiver:
-                    raise _Done
             return hook
 
         hooks = _patch_hooks(model, masks[chunk.start:chunk.stop], source_z, clean_z)
-        _run(model, repeated, hooks + [(q_hook(layer), record(layer)) for layer in by_layer])
+        run_until(model, repeated, hooks + [(q_hook(layer), record(layer)) for layer in by_layer],
+                  stop_at=q_hook(last_receiver))
 
         def replace(layer: int):
             def hook(q: Tensor, hook=None) -> Tensor:
@@ -234,10 +197,9 @@ def path_patched_receivers(model: TransformerBridge, tokens: Int[Tensor, "batch 
                 patterns[layer] = pattern[:, by_layer[layer], -1].detach().float().cpu()  # [rows, recv, key]
             return hook
 
-        store: dict[str, Tensor] = {}
-        _run(model, repeated, [(q_hook(layer), replace(layer)) for layer in by_layer]
-             + [(pattern_hook(layer), keep_pattern(layer)) for layer in by_layer] + [(FINAL, _keep_final(store))])
-        finals.append(store["final"].reshape(len(chunk), batch, -1))
+        final = final_at(model, repeated, fwd_hooks=[(q_hook(layer), replace(layer)) for layer in by_layer]
+                         + [(pattern_hook(layer), keep_pattern(layer)) for layer in by_layer])
+        finals.append(final.reshape(len(chunk), batch, -1))
         columns = [patterns[layer][:, i] for layer, head in receivers for i in [by_layer[layer].index(head)]]
         rows_attention.append(torch.stack(columns, dim=1).reshape(len(chunk), batch, len(receivers), -1)
                               .transpose(1, 2))
@@ -270,11 +232,10 @@ def attribution_patching(model: TransformerBridge, tokens: Int[Tensor, "batch po
 
     def keep_final(activation: Tensor, hook=None) -> None:
         store["final"] = activation[:, -1]
-        raise _Done
 
     with torch.enable_grad():
-        _run(model, tokens, [(z_hook(layer), add_delta(layer)) for layer in range(model.cfg.n_layers)]
-             + [(FINAL, keep_final)])
+        run_until(model, tokens, [(z_hook(layer), add_delta(layer)) for layer in range(model.cfg.n_layers)]
+                  + [(FINAL_OUT, keep_final)], stop_at=FINAL_OUT)
         metric = (store["final"].float() * directions.float()).sum(-1).mean()
         grads = torch.autograd.grad(metric, deltas)
     gradient = torch.stack([g.float().cpu() for g in grads])  # [layer, batch, pos, head, d_head]

@@ -37,6 +37,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
+from helpers import heads
 from helpers.stats import Estimate
 
 Array = Union[Tensor, np.ndarray]
@@ -66,12 +67,6 @@ def use_book_style() -> None:
     Use ``with matplotlib.rc_context(plots.BOOK_STYLE):`` instead to style a single block.
     """
     mpl.rcParams.update(BOOK_STYLE)
-
-
-def head_label(head: tuple[int, int]) -> str:
-    """``(9, 9) -> "L9H9"``: how the book names a head."""
-    layer, index = head
-    return f"L{layer}H{index}"
 
 
 def _numpy(values: Array | Sequence[float], name: str, ndim: int | None) -> np.ndarray:
@@ -142,7 +137,7 @@ def head_heatmap(
     for layer, head in marked:
         if not (0 <= layer < n_layers and 0 <= head < n_heads):
             raise ValueError(
-                f"marked head {head_label((layer, head))} is outside the {n_layers} x {n_heads} grid of scores; "
+                f"marked head {heads.label((layer, head))} is outside the {n_layers} x {n_heads} grid of scores; "
                 "mark heads as (layer, head) with 0-based indices"
             )
     if diverging:
@@ -403,7 +398,7 @@ def attention_view(
     Args:
         tokens: the prompt's tokens as strings.
         patterns: ``[head, query, key]`` attention probabilities, e.g. ``torch.stack([...])`` of heads.
-        head_names: one label per head, e.g. ``[head_label(h) for h in heads]``.
+        head_names: one label per head, e.g. ``[heads.label(h) for h in found]``.
 
     Raises:
         ValueError: if the shapes of `patterns`, `tokens` and `head_names` disagree.
@@ -448,7 +443,7 @@ def head_scatter(
     ax.scatter(xs.ravel(), ys.ravel(), s=14, color="#4c72b0", alpha=0.6, label=f"all {xs.size} heads")
     for layer, head in marked:
         ax.scatter([xs[layer, head]], [ys[layer, head]], s=40, facecolors="none", edgecolors=MARK_COLOR)
-        ax.annotate(head_label((layer, head)), (xs[layer, head], ys[layer, head]), textcoords="offset points",
+        ax.annotate(heads.label((layer, head)), (xs[layer, head], ys[layer, head]), textcoords="offset points",
                     xytext=(4, 4), fontsize=8, color=MARK_COLOR)
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xlabel(xlabel)
@@ -481,17 +476,17 @@ def circuit_diagram(
     fig, ax = _figure(ax, (1.9 * len(names) + 1.5, 5.0))
     centre: dict[str, tuple[float, float]] = {}
     for column, role in enumerate(names):
-        heads = sorted(roles[role])
+        members = sorted(roles[role])
         color = ROLE_COLORS.get(role, "#4c72b0")
-        if not heads:
+        if not members:
             ax.text(column, n_layers / 2, "not found", ha="center", va="center", fontsize=8, color="grey")
             centre[role] = (column, n_layers / 2)
             continue
-        for i, (layer, head) in enumerate(heads):
-            offset = 0.28 * (i - (len(heads) - 1) / 2) if len({h[0] for h in heads}) < len(heads) else 0.0
-            ax.text(column + offset, layer, head_label((layer, head)), ha="center", va="center", fontsize=7,
+        for i, (layer, head) in enumerate(members):
+            offset = 0.28 * (i - (len(members) - 1) / 2) if len({h[0] for h in members}) < len(members) else 0.0
+            ax.text(column + offset, layer, heads.label((layer, head)), ha="center", va="center", fontsize=7,
                     bbox=dict(boxstyle="round,pad=0.25", facecolor=color, edgecolor="none", alpha=0.85))
-        centre[role] = (column, float(np.mean([layer for layer, _ in heads])))
+        centre[role] = (column, float(np.mean([layer for layer, _ in members])))
     centre["logits"] = (len(names), n_layers)
     ax.text(len(names), n_layers, "logits", ha="center", va="center", fontsize=8,
             bbox=dict(boxstyle="round,pad=0.3", facecolor="white", edgecolor="black"))

@@ -180,16 +180,6 @@ def family_scores(
     }
 
 
-def top_heads(scores: Float[Tensor, "layer head"], k: int) -> list[tuple[int, int]]:
-    """The k highest-scoring heads as (layer, head) tuples, best first (ties broken by index)."""
-    n_layers, n_heads = scores.shape
-    if not 1 <= k <= n_layers * n_heads:
-        raise ValueError(f"k must lie in [1, {n_layers * n_heads}] for a {n_layers}x{n_heads} grid; got {k}")
-    flat = scores.flatten()
-    order = sorted(range(flat.numel()), key=lambda i: (-flat[i].item(), i))[:k]
-    return [(i // n_heads, i % n_heads) for i in order]
-
-
 # --------------------------------------------------------------------------------------------------
 # Behaviour metrics: pure functions of logits, one number per prompt (used by gates and ablations).
 

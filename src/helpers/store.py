@@ -32,7 +32,7 @@ from typing import TypeVar
 
 import torch
 
-from helpers.models import cache_root
+from helpers.model_cache import cache_root
 
 T = TypeVar("T")
 SWITCH_ENV = "ATTENTION_HEADS_RESULTS"

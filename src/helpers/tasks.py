@@ -120,7 +120,8 @@ def ordinary_token_ids(model: TransformerBridge) -> Int[Tensor, "n"]:
     return torch.tensor(_ordinary_ids(model.tokenizer))
 
 
-def _bos_column(model: TransformerBridge, batch: int) -> Int[Tensor, "batch bos"]:
+def bos_column(model: TransformerBridge, batch: int) -> Int[Tensor, "batch bos"]:
+    """The BOS token as a ``[batch, 1]`` column for models that prepend one, else ``[batch, 0]``."""
     if not model.cfg.default_prepend_bos:
         return torch.empty(batch, 0, dtype=torch.long)
     return torch.full((batch, 1), model.tokenizer.bos_token_id, dtype=torch.long)
@@ -146,11 +147,11 @@ def repeated_tokens(model: TransformerBridge, *, batch: int, half_len: int, seed
     pool = ordinary_token_ids(model)
     half = pool[torch.randint(len(pool), (batch, half_len), generator=generator)]
     fresh = pool[torch.randint(len(pool), (batch, half_len), generator=generator)]
-    bos = _bos_column(model, batch)
+    bos = bos_column(model, batch)
     tokens = torch.cat([bos, half, half], dim=1)
     offset = bos.shape[1]
     return TaskBatch(
-        name="repeated_tokens", tokens=tokens, prompts=_joined(model, tokens),
+        name="repeated_tokens", tokens=tokens, prompts=joined_text(model, tokens),
         corrupted=torch.cat([bos, half, fresh], dim=1),
         positions={"first_start": torch.full((batch,), offset), "second_start": torch.full((batch,), offset + half_len)},
         info={"half_len": half_len, "seed": seed},
@@ -163,8 +164,8 @@ def random_tokens(model: TransformerBridge, *, batch: int, length: int, seed: in
     generator = torch.Generator().manual_seed(seed)
     pool = ordinary_token_ids(model)
     body = pool[torch.randint(len(pool), (batch, length), generator=generator)]
-    tokens = torch.cat([_bos_column(model, batch), body], dim=1)
-    return TaskBatch(name="random_tokens", tokens=tokens, prompts=_joined(model, tokens),
+    tokens = torch.cat([bos_column(model, batch), body], dim=1)
+    return TaskBatch(name="random_tokens", tokens=tokens, prompts=joined_text(model, tokens),
                      info={"length": length, "seed": seed})
 
 
@@ -222,12 +223,12 @@ def natural_text(model: TransformerBridge, *, batch: int, length: int, seed: int
     generator = torch.Generator().manual_seed(seed)
     starts = torch.randint(len(stream) - length, (batch,), generator=generator)
     body = torch.stack([stream[start:start + length] for start in starts.tolist()])
-    tokens = torch.cat([_bos_column(model, batch), body], dim=1)
-    return TaskBatch(name="natural_text", tokens=tokens, prompts=_joined(model, tokens),
+    tokens = torch.cat([bos_column(model, batch), body], dim=1)
+    return TaskBatch(name="natural_text", tokens=tokens, prompts=joined_text(model, tokens),
                      info={"length": length, "seed": seed, "corpus": "Python standard-library docstrings"})
 
 
-def _joined(model: TransformerBridge, tokens: Tensor) -> tuple[str, ...]:
+def joined_text(model: TransformerBridge, tokens: Tensor) -> tuple[str, ...]:
     return tuple(model.tokenizer.decode(row) for row in tokens)
 
 
@@ -247,24 +248,37 @@ IOI_NAMES = (
     "Steven", "Grace", "Richard", "Emily", "Andrew", "Sophie", "Kevin", "Claire", "Brian", "Hannah",
     "Jack", "Lucy", "Adam", "Jane", "Ryan", "Susan", "Eric",
 )
+IOI_NAME_RULE = "IOI names must be single tokens (filter them with single_token_words)"
 IOI_PLACES = ("store", "park", "school", "office", "station", "garden", "hospital", "restaurant", "beach",
               "library", "market", "church", "house", "kitchen", "hotel")
 IOI_OBJECTS = ("drink", "book", "ring", "letter", "ball", "bag", "key", "bottle", "gift", "pen", "coin",
                "ticket", "box", "flower", "cake")
 
 
+def token_ids(model: TransformerBridge, text: str) -> list[int]:
+    """The tokenizer's ids for `text`, exactly as written (no BOS; a leading space is part of `text`)."""
+    return model.tokenizer.encode(text, add_special_tokens=False)
+
+
+def single_token_id(model: TransformerBridge, text: str) -> int | None:
+    """The id of `text` if this tokenizer keeps it as one token, else None. Write the leading space
+    yourself where the token follows a word (``" Mary"``, not ``"Mary"``)."""
+    ids = token_ids(model, text)
+    return ids[0] if len(ids) == 1 else None
+
+
+def require_single_token(model: TransformerBridge, text: str, *, why: str) -> int:
+    """`single_token_id`, or a ValueError that names the pieces and says why one token is needed."""
+    ids = token_ids(model, text)
+    if len(ids) != 1:
+        raise ValueError(f"{text!r} is {len(ids)} tokens ({ids}) for this tokenizer; {why}")
+    return ids[0]
+
+
 def single_token_words(model: TransformerBridge, words: Sequence[str], *, leading_space: bool = True) -> list[str]:
     """The words that are one token for this model's tokenizer (with a leading space by default)."""
-    kept = []
-    for word in words:
-        ids = model.tokenizer.encode((" " if leading_space else "") + word, add_special_tokens=False)
-        if len(ids) == 1:
-            kept.append(word)
-    return kept
-
-
-def _single_id(model: TransformerBridge, word: str) -> int:
-    return model.tokenizer.encode(" " + word, add_special_tokens=False)[0]
+    space = " " if leading_space else ""
+    return [word for word in words if single_token_id(model, space + word) is not None]
 
 
 def ioi(model: TransformerBridge, *, n: int, seed: int, templates: Sequence[str] = IOI_TEMPLATES) -> TaskBatch:
@@ -299,8 +313,8 @@ def ioi(model: TransformerBridge, *, n: int, seed: int, templates: Sequence[str]
         first, second = (io_name, s_name) if i % 2 == 0 else (s_name, io_name)  # ABBA, then BABA
         prompts.append(template.format(A=first, B=second, S=s_name, **fill))
         corrupted.append(template.format(A=c1, B=c2, S=c3, **fill))
-        answers.append(_single_id(model, io_name))
-        wrong.append(_single_id(model, s_name))
+        answers.append(require_single_token(model, " " + io_name, why=IOI_NAME_RULE))
+        wrong.append(require_single_token(model, " " + s_name, why=IOI_NAME_RULE))
         used.append(template)
     tokens = tokenize_prompts(model, prompts)
     corrupted_tokens = tokenize_prompts(model, corrupted)

@@ -24,14 +24,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from helpers import capture, families, interventions, ioi, ov, stats, tasks
+from helpers import capture, controls, interventions, models, ov, stats, tasks
+from helpers.experiments import ioi
 from helpers.attribution import final_read, head_outputs_from_read
-from helpers.scores import top_heads
+from helpers.heads import Head, label, labels, top as top_heads
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-Head = tuple[int, int]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -97,25 +97,6 @@ def weighted_scores(effects: Float[Tensor, "layer head batch"], weights: Float[T
     if w.shape != effects.shape:
         raise ValueError(f"effects {tuple(effects.shape)} and weights (as layer, head, batch) {tuple(w.shape)} differ")
     return (effects * w).sum(-1) / w.sum(-1).clamp_min(1e-12)
-
-
-def ablation_effects(values: Float[Tensor, "set batch"], heads: Sequence[Head], *, metric_name: str,
-                     mode: str = "mean", seed: int = 0) -> families.AblationCheck:
-    """An `AblationCheck` from a metric measured clean (row 0), with `heads` ablated (row 1) and with random sets.
-
-    The expected sign is a *rise* (ablating a suppressor gives back what it suppressed), so
-    ``p_value`` is the share of random draws whose mean change is at least the top heads'.
-    """
-    if values.ndim != 2 or values.shape[0] < 4:
-        raise ValueError(f"values must be [set, batch] with rows clean, top heads and >= 2 random sets; got "
-                         f"{tuple(values.shape)}")
-    clean, top, random = values[0], values[1] - values[0], values[2:] - values[0]
-    draws = random.mean(dim=1)
-    exceed = (draws >= top.mean()).sum().item()
-    return families.AblationCheck(
-        metric_name=metric_name, heads=tuple(tuple(h) for h in heads), mode=mode,
-        clean=stats.bootstrap_ci(clean, seed=seed), top=stats.bootstrap_ci(top, seed=seed),
-        random=stats.bootstrap_ci(draws, seed=seed), random_draws=draws, p_value=(exceed + 1) / (len(draws) + 1))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -191,7 +172,7 @@ def attended_logprob_metric(targets: Int[Tensor, "batch"]):
 
 
 def attended_logprob_ablation(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], heads: Sequence[Head],
-                              targets: Int[Tensor, "batch"], *, n_random: int, seed: int) -> families.AblationCheck:
+                              targets: Int[Tensor, "batch"], *, n_random: int, seed: int) -> controls.CausalCheck:
     """Mean-ablate `heads` (and `n_random` random sets of as many heads): change of log P(target) at END.
 
     Means are each head's output averaged over the windows and their positions, so an ablated head
@@ -200,11 +181,13 @@ def attended_logprob_ablation(model: TransformerBridge, tokens: Int[Tensor, "bat
     if targets.shape != (tokens.shape[0],):
         raise ValueError(f"targets must hold one token id per window ({tokens.shape[0]}); got {tuple(targets.shape)}")
     means = capture.mean_head_outputs(model, tokens)
-    draws = interventions.random_head_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random, seed=seed,
-                                           exclude=heads)
+    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random, seed=seed,
+                                  exclude=heads)
     values = interventions.ablated_metric(model, tokens, [[], list(heads), *draws], attended_logprob_metric(targets),
                                           mode="mean", means=means, last_position_only=True)
-    return ablation_effects(values, heads, metric_name="log P(attended token) at END", seed=seed)
+    # the expected sign is a rise: ablating a suppressor gives back what it suppressed
+    return controls.check_from_values(values, heads, metric_name="log P(attended token) at END", mode="mean-ablated",
+                                      null=f"{len(heads)} other heads at random", seed=seed)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -266,38 +249,39 @@ class ProseCheck:
     """Ablating a copy-suppression head on windows where it attends to an earlier token (>= `min_attention`)."""
 
     head: Head
-    check: families.AblationCheck
+    check: controls.CausalCheck
     windows: int
     min_attention: float
 
 
 def prose_check(model: TransformerBridge, head: Head, *, pool: int, length: int, max_windows: int,
-                min_attention: float, n_random: int, seed: int) -> ProseCheck:
+                min_attention: float, n_random: int, seed: int) -> ProseCheck | None:
     """Fresh windows; keep those where `head` puts at least `min_attention` on one earlier token; ablate.
 
     The target of every window is the token `head` attends to most, so "ablating random heads" asks
-    how much any head's removal gives back that same token.
+    how much any head's removal gives back that same token. None when fewer than 4 of the `pool` windows
+    qualify (raise `pool` or lower `min_attention` to test the head anyway).
     """
     batch = tasks.natural_text(model, batch=pool, length=length, seed=seed)
     read = read_prose(model, batch.tokens, seed=seed)
     weight = read.attention[head[0], :, head[1]]
     chosen = (weight >= min_attention).nonzero().flatten()[:max_windows]
     if len(chosen) < 4:
-        raise RuntimeError(f"only {len(chosen)} of {pool} windows have L{head[0]}H{head[1]} attending >= "
-                           f"{min_attention} to one earlier token; raise `pool` or lower `min_attention`")
+        return None
     targets = read.attended_token[head[0], chosen, head[1]]
     check = attended_logprob_ablation(model, batch.tokens[chosen], [head], targets, n_random=n_random, seed=seed)
     return ProseCheck(head=head, check=check, windows=len(chosen), min_attention=min_attention)
 
 
 def ioi_check(model: TransformerBridge, heads: Sequence[Head], *, prompts: int, n_random: int, seed: int
-              ) -> families.AblationCheck:
+              ) -> controls.CausalCheck:
     """Mean-ablate (ABC means) `heads` vs random sets: change of logit(IO) - logit(S) on fresh IOI prompts."""
     data = ioi.ioi_data(model, n=prompts, seed=seed)
-    draws = interventions.random_head_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random, seed=seed,
-                                           exclude=heads)
+    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random, seed=seed,
+                                  exclude=heads)
     values = ioi.ablated_logit_diff(model, data, [[], list(heads), *draws])
-    return ablation_effects(values, heads, metric_name="logit(IO) - logit(S)", seed=seed)
+    return controls.check_from_values(values, heads, metric_name="logit(IO) - logit(S)", mode="mean-ablated",
+                                      null=f"{len(heads)} other heads at random", seed=seed)
 
 
 NEGATIVE_MOVER_DLA = -0.1  # logits: below this, a head that prefers the IO counts as a negative name mover
@@ -336,13 +320,11 @@ class Study:
     negative_movers: list[Head]
     screen: ProseScreen
     prose: ProseCheck | None
-    ioi: families.AblationCheck | None
+    ioi: controls.CausalCheck | None
 
     def row(self) -> dict[str, object]:
-        dla = self.read.dla.mean(-1)
-        label = lambda h: f"L{h[0]}H{h[1]}"  # noqa: E731
-        movers = ", ".join(f"{label(h)} ({dla[h]:.2f})" for h in self.negative_movers) or "none"
-        passing = ", ".join(f"{label(h)} ({self.screen.scores[h]:.2f})" for h in self.screen.passing) or "none"
+        movers = labels(self.negative_movers, self.read.dla.mean(-1))
+        passing = labels(self.screen.passing, self.screen.scores)
         return {
             "model": self.model,
             "IOI gate": "pass" if self.gate.passed else "fail",
@@ -358,8 +340,8 @@ class Study:
         }
 
 
-def study(model: TransformerBridge, name: str, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
-    """The page's steps in order: IOI gate and DLA, prose screen, both causal checks (`families.run_study`)."""
+def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
+    """The page's steps in order: IOI gate and DLA, prose screen, both causal checks."""
     data = ioi.ioi_data(model, n=sizes.ioi_prompts, seed=seed)
     gate = ioi.ioi_gate(model, data, seed=seed)
     read = ioi.ioi_read(model, data)
@@ -371,4 +353,4 @@ def study(model: TransformerBridge, name: str, *, sizes: Sizes = Sizes(), seed: 
                          n_random=sizes.n_random, seed=seed + 20) if screen.passing else None)
     checked = (ioi_check(model, movers[:1], prompts=sizes.check_prompts, n_random=sizes.n_random, seed=seed + 30)
                if gate.passed and movers else None)
-    return Study(model=name, gate=gate, read=read, negative_movers=movers, screen=screen, prose=prose, ioi=checked)
+    return Study(model=models.spec_of(model).name, gate=gate, read=read, negative_movers=movers, screen=screen, prose=prose, ioi=checked)

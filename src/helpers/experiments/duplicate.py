@@ -10,8 +10,8 @@ The page `notebooks/duplicate_heads.ipynb` tests this on the offline models with
 3. ``duplicate_screen`` / ``passing_heads``: the pre-registered score (the lower of IOI S2 -> S1 and the
    planted repeat) against its control (the higher of the two repeat-free twins) and the pass rule;
 4. ``ablation_check``: mean-ablating the top heads vs random head sets on the IOI logit difference,
-   summarised by `families.check_from_values`;
-5. ``duplicate_study``: all of it for one model in one call (the comparison model of the page).
+   summarised by `controls.check_from_values`;
+5. ``study``: all of it for one model in one call (the comparison model of the page).
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from helpers import capture, families, interventions, ioi, scores, stats, tasks
-from helpers.interventions import Head
+from helpers import capture, controls, models, stats, tasks
+from helpers.experiments import ioi
+from helpers.heads import Head, labels, top as top_heads
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -134,17 +135,16 @@ def duplicate_screen(model: TransformerBridge, ioi_data: tasks.TaskBatch, *, rep
 def passing_heads(screen: DuplicateScreen, *, threshold: float = THRESHOLD, ratio: float = RATIO) -> list[Head]:
     """Heads with score >= `threshold` and >= `ratio` x their control, best score first."""
     score, control = screen.score, screen.control
-    ranked = scores.top_heads(score, score.numel())
-    return [h for h in ranked if score[h] >= threshold and score[h] >= ratio * control[h]]
+    return [h for h in top_heads(score) if score[h] >= threshold and score[h] >= ratio * control[h]]
 
 
-def top_heads(screen: DuplicateScreen, found: Sequence[Head], k: int) -> list[Head]:
+def ablated_heads(screen: DuplicateScreen, found: Sequence[Head], k: int) -> list[Head]:
     """The heads the causal check ablates: the best `k` passing heads, or the `k` best scores if none pass."""
-    return list(found[:k]) or scores.top_heads(screen.score, k)
+    return list(found[:k]) or top_heads(screen.score, k)
 
 
 def ablation_check(model: TransformerBridge, heads: Sequence[Head], *, prompts: int, n_random: int,
-                   seed: int) -> families.AblationCheck:
+                   seed: int) -> controls.CausalCheck:
     """Mean-ablate `heads` (ABC-twin means per position, Wang et al.'s convention) on `prompts` fresh IOI
     prompts, and `n_random` random sets of as many heads that never include them.
 
@@ -152,19 +152,15 @@ def ablation_check(model: TransformerBridge, heads: Sequence[Head], *, prompts: 
     random draws that lower the logit difference at least as far.
     """
     fresh = ioi.ioi_data(model, n=prompts, seed=seed)
-    draws = interventions.random_head_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random, seed=seed,
-                                           exclude=heads)
+    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random, seed=seed,
+                                  exclude=heads)
     values = ioi.ablated_logit_diff(model, fresh, [[], list(heads), *draws])  # [set, prompt]
-    return families.check_from_values(values, heads, metric_name=METRIC, mode="mean", seed=seed,
-                                      larger_is_stronger=False)
-
-
-def _label(head: Head) -> str:
-    return f"L{head[0]}H{head[1]}"
+    return controls.check_from_values(values, heads, metric_name=METRIC, mode="mean-ablated",
+                                      null=f"{len(heads)} other heads at random", seed=seed, larger_is_stronger=False)
 
 
 @dataclass(frozen=True)
-class DuplicateStudy:
+class Study:
     """One model's duplicate-head page: IOI gate, screen, passing heads and the causal check."""
 
     model: str
@@ -172,26 +168,25 @@ class DuplicateStudy:
     screen: DuplicateScreen
     found: tuple[Head, ...]
     top: tuple[Head, ...]
-    check: families.AblationCheck
+    check: controls.CausalCheck
 
     def row(self) -> dict[str, object]:
         """One column of the page's findings table."""
         return {"model": self.model, "behaviour gate": "pass" if self.gate.passed else "fail",
-                "heads passing (score)": ", ".join(f"{_label(h)} ({self.screen.score[h]:.2f})"
-                                                   for h in self.found[:5]) or "none",
+                "heads passing (score)": labels(self.found[:5], self.screen.score, signed=False),
                 "max control": round(self.screen.control.max().item(), 3),
-                "heads ablated": ", ".join(map(_label, self.top)),
+                "heads ablated": labels(self.top),
                 "change when ablated": str(self.check.top), "change, as many random heads": str(self.check.random),
                 "p (random does as much)": round(self.check.p_value, 3)}
 
 
-def duplicate_study(model: TransformerBridge, name: str, *, sizes: Sizes = Sizes(), seed: int = 0) -> DuplicateStudy:
+def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
     """Gate, screen, pass rule and causal check on `model` with the page's seeds: the page in one call."""
     data = ioi.ioi_data(model, n=sizes.prompts, seed=seed)
     gate = ioi.ioi_gate(model, data, seed=seed)
     screen = duplicate_screen(model, data, repeat_prompts=sizes.repeat_prompts, repeat_len=sizes.repeat_len,
                               seed=seed + 10)
     found = passing_heads(screen)
-    top = top_heads(screen, found, sizes.top_k)
+    top = ablated_heads(screen, found, sizes.top_k)
     check = ablation_check(model, top, prompts=sizes.ablation_prompts, n_random=sizes.n_random, seed=seed + 20)
-    return DuplicateStudy(model=name, gate=gate, screen=screen, found=tuple(found), top=tuple(top), check=check)
+    return Study(model=models.spec_of(model).name, gate=gate, screen=screen, found=tuple(found), top=tuple(top), check=check)

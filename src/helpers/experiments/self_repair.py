@@ -25,27 +25,22 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from helpers import interventions, ioi, stats  # ioi/interventions only for backup_study
+from helpers import controls, heads, models, stats
+from helpers.experiments import ioi  # only for the study at the end
+from helpers.heads import Head
 
-Head = tuple[int, int]
 
 
-def _check_grids(before: Tensor, after: Tensor, heads: Sequence[Head]) -> None:
+def _check_grids(before: Tensor, after: Tensor, removed: Sequence[Head]) -> None:
     if before.ndim != 3 or before.shape != after.shape:
         raise ValueError(f"before and after must be DLA grids [layer, head, batch] of one shape; got "
                          f"{tuple(before.shape)} and {tuple(after.shape)}")
-    n_layers, n_heads = before.shape[:2]
-    for layer, head in heads:
-        if not (0 <= layer < n_layers and 0 <= head < n_heads):
-            raise ValueError(f"head L{layer}H{head} is outside the {n_layers} x {n_heads} grid")
+    heads.check(removed, *before.shape[:2])
 
 
-def others_mask(heads: Sequence[Head], n_layers: int, n_heads: int) -> Float[Tensor, "layer head"]:
+def others_mask(removed: Sequence[Head], n_layers: int, n_heads: int) -> Float[Tensor, "layer head"]:
     """True for every head that was *not* removed: only these can compensate."""
-    mask = torch.ones(n_layers, n_heads, dtype=torch.bool)
-    for layer, head in heads:
-        mask[layer, head] = False
-    return mask
+    return ~heads.masks([removed], n_layers, n_heads)[0]
 
 
 def dla_rise(before: Float[Tensor, "layer head batch"], after: Float[Tensor, "layer head batch"],
@@ -87,7 +82,7 @@ class SelfRepair:
     ``by_rest``: the remainder (MLPs, embeddings, norm biases): ``lost - actual - by_heads``.
     """
 
-    heads: tuple[Head, ...]
+    removed: tuple[Head, ...]
     clean: Float[Tensor, "batch"]
     ablated: Float[Tensor, "batch"]
     lost: Float[Tensor, "batch"]
@@ -104,11 +99,12 @@ class SelfRepair:
 
     def estimate(self, name: str) -> stats.Estimate:
         """Bootstrap interval of one per-prompt field, e.g. ``estimate("lost")``."""
-        return stats.bootstrap_ci(getattr(self, name), seed=self.seed)
+        fields = {"clean": self.clean, "ablated": self.ablated, "lost": self.lost, "actual": self.actual,
+                  "by_heads": self.by_heads, "by_rest": self.by_rest}
+        return stats.bootstrap_ci(fields[name], seed=self.seed)
 
     def summary(self) -> str:
-        names = ", ".join(f"L{layer}H{head}" for layer, head in self.heads)
-        return (f"ablating {names}: direct effect lost {self.estimate('lost')}, logit difference drop "
+        return (f"ablating {heads.labels(self.removed)}: direct effect lost {self.estimate('lost')}, logit difference drop "
                 f"{self.estimate('actual')}; other heads make up {self.estimate('by_heads')}, the rest "
                 f"{self.estimate('by_rest')}; self-repair fraction {self.fraction()}")
 
@@ -128,7 +124,7 @@ def account(before_dla: Float[Tensor, "layer head batch"], before_ld: Float[Tens
     lost = -change[~mask].sum(0)  # the removed heads' own change, sign-flipped
     actual = before_ld - after_ld
     by_heads = change[mask].sum(0)
-    return SelfRepair(heads=tuple(map(tuple, removed)), clean=before_ld, ablated=after_ld, lost=lost,
+    return SelfRepair(removed=tuple(map(tuple, removed)), clean=before_ld, ablated=after_ld, lost=lost,
                       actual=actual, by_heads=by_heads, by_rest=lost - actual - by_heads, seed=seed)
 
 
@@ -146,7 +142,8 @@ class RiseControl:
     seed: int = 0
 
     def estimate(self, name: str) -> stats.Estimate:
-        return stats.bootstrap_ci(getattr(self, name), seed=self.seed)
+        """Bootstrap interval over draws of ``"max_rise"`` or ``"by_heads"``."""
+        return stats.bootstrap_ci({"max_rise": self.max_rise, "by_heads": self.by_heads}[name], seed=self.seed)
 
     def summary(self) -> str:
         return (f"{len(self.draws)} random sets of {len(self.draws[0])} heads: largest single-head DLA rise "
@@ -181,7 +178,7 @@ class Sizes:
 
 
 @dataclass(frozen=True)
-class BackupStudy:
+class Study:
     """IOI gate, the name movers, their knockout accounted for, the backups and the random-set control.
 
     A head is a *backup* when its mean DLA rise after the knockout is above every single-head rise seen
@@ -192,26 +189,27 @@ class BackupStudy:
     gate: stats.GateResult
     name_movers: tuple[Head, ...]
     dla: Float[Tensor, "layer head"]
-    rise: Float[Tensor, "layer head"]
-    repair: SelfRepair
-    control: RiseControl
+    rise: Float[Tensor, "layer head"] | None
+    repair: SelfRepair | None  # None when there is no name mover to knock out
+    control: RiseControl | None
     min_share: float = 0.1
 
     @property
     def backups(self) -> list[Head]:
         """Heads passing the backup rule, largest rise first."""
+        if self.repair is None:
+            return []
         bar = max(self.control.max_rise.max().item(), self.min_share * self.repair.lost.mean().item())
         grid = self.rise.nan_to_num(float("-inf"))
-        n_heads = grid.shape[1]
-        order = grid.flatten().argsort(descending=True).tolist()
-        return [(i // n_heads, i % n_heads) for i in order if grid.flatten()[i] > bar]
+        return heads.top(grid, where=grid > bar)
 
     def row(self) -> dict[str, object]:
-        label = lambda heads, grid: ", ".join(f"L{l}H{h} ({grid[l, h]:+.2f})" for l, h in heads) or "none"  # noqa: E731
-        return {
-            "model": self.model,
-            "behaviour gate": "pass" if self.gate.passed else "fail",
-            "name movers (DLA)": label(self.name_movers, self.dla),
+        label = heads.labels
+        row = {"model": self.model, "behaviour gate": "pass" if self.gate.passed else "fail",
+               "name movers (DLA)": label(self.name_movers, self.dla)}
+        if self.repair is None:
+            return row | {"knockout": "not run (no name mover)"}
+        return row | {
             "direct effect lost": str(self.repair.estimate("lost")),
             "actual drop": str(self.repair.estimate("actual")),
             "self-repair fraction": str(self.repair.fraction()),
@@ -220,25 +218,22 @@ class BackupStudy:
         }
 
 
-def name_movers(read, k: int) -> list[Head]:
-    """The top `k` heads of `ioi.name_mover_ranking`: positive direct effect, attending END -> IO more than
-    END -> S (a head that pushes towards S is not moving the indirect object)."""
-    return ioi.name_mover_ranking(read, k)
-
-
-def backup_study(model, name: str, *, sizes: Sizes = Sizes(), seed: int = 0) -> BackupStudy:
+def study(model, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
     """Gate, name movers, knockout and random control on `model`: what the page shows, in one call."""
     data = ioi.ioi_data(model, n=sizes.prompts, seed=seed)
     gate = ioi.ioi_gate(model, data, seed=seed)
     read = ioi.ioi_read(model, data)
-    movers = name_movers(read, sizes.top_k)
+    movers = ioi.name_mover_ranking(read, sizes.top_k)
+    name = models.spec_of(model).name
+    if not movers:
+        return Study(model=name, gate=gate, name_movers=(), dla=read.dla.mean(-1), rise=None, repair=None, control=None)
     means = ioi.abc_means(model, data)
     after = ioi.dla_after_ablation(model, data, movers, means=means)
-    draws = interventions.random_head_sets(model.cfg.n_layers, model.cfg.n_heads, len(movers), sizes.n_random,
-                                           seed=seed + 1, exclude=movers)
+    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(movers), sizes.n_random,
+                                  seed=seed + 1, exclude=movers)
     control = rise_control(read.dla, [ioi.dla_after_ablation(model, data, d, means=means).dla for d in draws],
                            draws, seed=seed)
-    return BackupStudy(model=name, gate=gate, name_movers=tuple(movers), dla=read.dla.mean(-1),
-                       rise=dla_rise(read.dla, after.dla, movers),
-                       repair=account(read.dla, read.logit_diff, after.dla, after.logit_diff, movers, seed=seed),
-                       control=control)
+    return Study(model=name, gate=gate, name_movers=tuple(movers), dla=read.dla.mean(-1),
+                 rise=dla_rise(read.dla, after.dla, movers),
+                 repair=account(read.dla, read.logit_diff, after.dla, after.logit_diff, movers, seed=seed),
+                 control=control)

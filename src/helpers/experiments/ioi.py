@@ -23,11 +23,23 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from helpers import attribution, capture, interventions, patching, stats, tasks
-from helpers.interventions import Head
+from helpers import attribution, capture, interventions, patching, readout, stats, tasks
+from helpers.heads import Head, top as top_heads
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Prompts and draws of the IOI studies (the pages' parameters cells set these)."""
+
+    prompts: int = 50  # gate, screen and attention
+    check_prompts: int = 20  # exact patching and ablation
+    top_k: int = 3
+    n_random: int = 20
+    candidates: int = 6  # S-inhibition candidates tested one by one
+    random_singles: int = 12  # random single heads path-patched as their control
 
 
 def ioi_data(model: TransformerBridge, *, n: int = 50, seed: int = 0) -> tasks.TaskBatch:
@@ -70,14 +82,14 @@ def ioi_read(model: TransformerBridge, data: tasks.TaskBatch, *, fwd_hooks: Sequ
     return IOIRead(dla=attribution.attribution_from_read(model, run, data.answers, data.wrong),
                    to_io=_attention_to(run.attention, data.positions["io"]),
                    to_s=_attention_to(run.attention, data.positions["s1"]) + s2, to_s2=s2,
-                   logit_diff=patching.end_logit_diff(model, run.final, data.answers, data.wrong))
+                   logit_diff=readout.logit_difference(model, run.final, data.answers, data.wrong))
 
 
 def ioi_gate(model: TransformerBridge, data: tasks.TaskBatch, *, seed: int = 0) -> stats.GateResult:
     """Does the model prefer the indirect object? Clean logit difference vs the ABC twin's, paired."""
     _check_ioi(data)
     clean = ioi_read(model, data).logit_diff
-    abc = patching.end_logit_diff(model, capture.read_end(model, data.corrupted).final, data.answers, data.wrong)
+    abc = readout.logit_difference(model, capture.final_at(model, data.corrupted), data.answers, data.wrong)
     return stats.behaviour_gate(clean, abc, paired=True, seed=seed, name="IOI",
                                 metric_name="logit(IO) - logit(S)", null_name="on the ABC twin")
 
@@ -98,7 +110,7 @@ def ablated_logit_diff(model: TransformerBridge, data: tasks.TaskBatch, head_set
     _check_ioi(data)
     means = abc_means(model, data) if means is None else means
     final = patching.patched_final(model, data.tokens, _broadcast(means, len(data)), head_sets, max_rows=max_rows)
-    return patching.end_logit_diff(model, final, data.answers, data.wrong)
+    return readout.logit_difference(model, final, data.answers, data.wrong)
 
 
 def patched_logit_diff(model: TransformerBridge, data: tasks.TaskBatch, head_sets: Sequence[Sequence[Head]], *,
@@ -108,7 +120,7 @@ def patched_logit_diff(model: TransformerBridge, data: tasks.TaskBatch, head_set
     _check_ioi(data)
     source = patching.head_outputs(model, data.corrupted)
     final = patching.patched_final(model, data.tokens, source, head_sets, path=path, max_rows=max_rows)
-    return patching.end_logit_diff(model, final, data.answers, data.wrong)
+    return readout.logit_difference(model, final, data.answers, data.wrong)
 
 
 def dla_after_ablation(model: TransformerBridge, data: tasks.TaskBatch, heads: Sequence[Head], *,
@@ -118,31 +130,24 @@ def dla_after_ablation(model: TransformerBridge, data: tasks.TaskBatch, heads: S
     return ioi_read(model, data, fwd_hooks=interventions.ablation_hooks(model, heads, means=means))
 
 
-def _ranked(values: Tensor, eligible: Tensor, k: int | None) -> list[Head]:
-    n_heads = values.shape[1]
-    order = [int(i) for i in values.flatten().argsort(descending=True) if eligible.flatten()[i]]
-    heads = [(i // n_heads, i % n_heads) for i in order]
-    return heads if k is None else heads[:k]
-
-
 def name_mover_ranking(read: IOIRead, k: int | None = None) -> list[Head]:
     """Heads with a positive mean direct effect, largest first, among those attending END -> IO more than to S."""
     dla = read.dla.mean(-1)
-    return _ranked(dla, (read.to_io.mean(-1) > read.to_s.mean(-1)) & (dla > 0), k)
+    return top_heads(dla, k, where=(read.to_io.mean(-1) > read.to_s.mean(-1)) & (dla > 0))
 
 
 def negative_mover_ranking(read: IOIRead, k: int | None = None) -> list[Head]:
     """Heads with a negative mean direct effect, most negative first, among those attending END -> IO more
     than to S."""
     dla = read.dla.mean(-1)
-    return _ranked(-dla, (read.to_io.mean(-1) > read.to_s.mean(-1)) & (dla < 0), k)
+    return top_heads(-dla, k, where=(read.to_io.mean(-1) > read.to_s.mean(-1)) & (dla < 0))
 
 
 def subject_suppressor_ranking(read: IOIRead, k: int | None = None) -> list[Head]:
     """Heads with a positive mean direct effect, largest first, among those attending END -> S more than to
     IO: they help by pushing the subject *down* (copy suppression aimed at S), not by copying IO."""
     dla = read.dla.mean(-1)
-    return _ranked(dla, (read.to_s.mean(-1) > read.to_io.mean(-1)) & (dla > 0), k)
+    return top_heads(dla, k, where=(read.to_s.mean(-1) > read.to_io.mean(-1)) & (dla > 0))
 
 
 @dataclass(frozen=True)
@@ -170,7 +175,7 @@ def inhibition_shift(model: TransformerBridge, data: tasks.TaskBatch, sender_set
     to_s = result.attention[..., rows, data.positions["s1"]] + result.attention[..., rows, data.positions["s2"]]
     to_io = result.attention[..., rows, data.positions["io"]]
     preference = (to_s - to_io).mean(dim=1)  # [set, batch], averaged over receivers
-    logit_diff = patching.end_logit_diff(model, result.final, data.answers, data.wrong)
+    logit_diff = readout.logit_difference(model, result.final, data.answers, data.wrong)
     return InhibitionShift(shift=preference[1:] - preference[:1], logit_diff=logit_diff[1:])
 
 

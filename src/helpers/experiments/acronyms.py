@@ -29,7 +29,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from helpers import stats
+from helpers import capture, controls, models, ov, patching, readout, stats, tasks
+from helpers.heads import Head, label, top as top_heads
 from helpers.tasks import TaskBatch
 
 if TYPE_CHECKING:
@@ -54,14 +55,9 @@ CORRUPTIONS: tuple[str, ...] = ("current word", "previous words", "previous lett
 POSITIONS: tuple[str, ...] = ("c1", "c2", "c3", "paren", "a1", "end")
 
 
-def _one_token(model: TransformerBridge, text: str) -> int | None:
-    ids = model.tokenizer.encode(text, add_special_tokens=False)
-    return ids[0] if len(ids) == 1 else None
-
-
 def letter_ids(model: TransformerBridge) -> dict[str, int]:
     """Token id of every capital letter written without a space ("K"); raises if one is not a single token."""
-    ids = {letter: _one_token(model, letter) for letter in LETTERS}
+    ids = {letter: tasks.single_token_id(model, letter) for letter in LETTERS}
     missing = [letter for letter, i in ids.items() if i is None]
     if missing:
         raise ValueError(f"capital letters {missing} are not single tokens for this tokenizer; the acronym "
@@ -75,7 +71,7 @@ def nouns_by_initial(model: TransformerBridge, nouns: Sequence[str] = NOUNS) -> 
     for noun in nouns:
         if not noun[:1].isupper() or noun[0] not in LETTERS:
             raise ValueError(f"noun {noun!r} must start with a capital A-Z")
-        token = _one_token(model, " " + noun)
+        token = tasks.single_token_id(model, " " + noun)
         if token is not None:
             groups.setdefault(noun[0], []).append((noun, token))
     return groups
@@ -109,8 +105,8 @@ def acronyms(model: TransformerBridge, *, n: int, seed: int, nouns: Sequence[str
         raise ValueError(f"only {len(groups)} initials have single-token nouns; need at least 7 (three for a "
                          f"prompt, a wrong letter, two replacements): pass more nouns")
     capitals = letter_ids(model)
-    the = _one_token(model, "The")
-    paren = _one_token(model, " (")
+    the = tasks.single_token_id(model, "The")
+    paren = tasks.single_token_id(model, " (")
     if the is None or paren is None:
         raise ValueError("'The' and ' (' must be single tokens for this tokenizer")
     bos = [model.tokenizer.bos_token_id] if model.cfg.default_prepend_bos else []
@@ -218,7 +214,7 @@ def acronym_gate(clean_logits: Float[Tensor, "batch vocab"], corrupted_logits: F
 
 
 @dataclass(frozen=True)
-class LetterSizes:
+class Sizes:
     """Prompts and sets per step (the page's parameters cell sets these)."""
 
     gate_prompts: int = 60
@@ -243,53 +239,48 @@ class LetterScreen:
     ov: Float[Tensor, "layer head"]
     ov_chance: float
 
-    def top(self, k: int) -> list[tuple[int, int]]:
+    def top(self, k: int) -> list[Head]:
         """The pre-registered ranking: heads by the logit difference they carry (attribution patching)."""
-        from helpers.scores import top_heads
-
         return top_heads(self.patching, k)
 
     def looks_at_c3(self, head: tuple[int, int], *, threshold: float = 0.2) -> bool:
         """Attends from END to the current word (at least `threshold`) more than to the previous words."""
         return bool(self.to_c3[head] >= threshold and self.to_c3[head] > self.to_previous[head])
 
-    def label(self, head: tuple[int, int]) -> str:
-        return (f"L{head[0]}H{head[1]} (carries {self.patching[head]:.2f}, END->C3 {self.to_c3[head]:.2f}, "
+    def describe(self, head: Head) -> str:
+        return (f"{label(head)} (carries {self.patching[head]:.2f}, END->C3 {self.to_c3[head]:.2f}, "
                 f"OV {self.ov[head]:.2f})")
 
 
 @dataclass(frozen=True)
 class PatchCheck:
-    """Exact patching of the top-k heads (and of random k-sets) to the corrupted twins' outputs.
+    """Exact patching of the top-k heads (and of drawn k-sets) to the corrupted twins' outputs.
 
-    Effects are per prompt: the logit difference the patch removes over the mean clean-minus-corrupted
-    gap of that corruption (1.0: patching the set alone does what corrupting the prompt does). Heads are
+    The metric is per prompt: the logit difference the patch removes over the mean clean-minus-corrupted
+    gap of that corruption (1.0: patching the set alone does what corrupting the prompt does), so
+    ``check.top`` is the share the heads carry and ``check.draws`` each drawn set's mean share. Heads are
     patched at every position; only positions from the corrupted token on differ.
     """
 
-    heads: list[tuple[int, int]]
-    top: stats.Estimate
-    random: stats.Estimate
-    random_sets: list[float]
+    check: controls.CausalCheck
     other_corruptions: Mapping[str, stats.Estimate]
 
     @property
+    def heads(self) -> list[Head]:
+        return list(self.check.heads)
+
+    @property
     def passed(self) -> bool:
-        """A small set carries most of the logit difference, more than any random set of the same size."""
-        return self.top.lower > 0.5 and self.top.lower > max(self.random_sets)
+        """A small set carries most of the logit difference, more than any drawn set of the same size."""
+        return self.check.top.lower > 0.5 and self.check.top.lower > self.check.strongest_draw
 
     def summary(self) -> str:
-        heads = ", ".join(f"L{l}H{h}" for l, h in self.heads)
         others = "; ".join(f"{name}: {value}" for name, value in self.other_corruptions.items())
-        return (f"patching {heads} to the current-word twin removes {self.top} of the logit difference; "
-                f"{len(self.random_sets)} random {len(self.heads)}-sets remove {self.random} (largest set "
-                f"{max(self.random_sets):.2f}); same heads, other corruptions: {others}")
+        return f"{self.check.summary()}; same heads, other corruptions: {others}"
 
 
 def letter_screen(model: TransformerBridge, data: Acronyms, *, prompts: int) -> LetterScreen:
     """One read of END attention, one attribution-patching pass and the OV table, on `prompts` prompts."""
-    from helpers import capture, ov, patching
-
     batch = data.clean
     tokens, corrupted = batch.tokens[:prompts], batch.corrupted[:prompts]
     answers, wrong = batch.answers[:prompts], batch.wrong[:prompts]
@@ -305,23 +296,21 @@ def letter_screen(model: TransformerBridge, data: Acronyms, *, prompts: int) -> 
                         ov_chance=1 / len(data.letters))
 
 
-def patch_check(model: TransformerBridge, data: Acronyms, heads: Sequence[tuple[int, int]], *, prompts: int,
+def patch_check(model: TransformerBridge, data: Acronyms, found: Sequence[Head], *, prompts: int,
                 n_random: int, seed: int) -> PatchCheck:
-    """Patch `heads` (all positions) to the current-word twin's outputs vs `n_random` random sets of the same size."""
-    from helpers import interventions, patching
-
+    """Patch `found` (all positions) to the current-word twin's outputs vs `n_random` random sets of the same size."""
     batch = data.clean
     tokens, answers, wrong = batch.tokens[:prompts], batch.answers[:prompts], batch.wrong[:prompts]
-    heads = [tuple(h) for h in heads]
-    randoms = interventions.random_head_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random,
-                                             seed=seed, exclude=heads)
+    found = [tuple(h) for h in found]
+    randoms = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(found), n_random,
+                                    seed=seed, exclude=found)
 
     def diffs(source: Tensor, sets: list) -> tuple[Tensor, Tensor]:
         """The source prompts' own logit difference, and the clean prompts' with each set patched."""
         source_z = patching.head_outputs(model, source)
-        own = patching.end_logit_diff(model, patching.patched_final(model, source, source_z, [[]])[0], answers, wrong)
+        own = readout.logit_difference(model, patching.patched_final(model, source, source_z, [[]])[0], answers, wrong)
         final = patching.patched_final(model, tokens, source_z, sets)
-        return own, patching.end_logit_diff(model, final, answers, wrong)
+        return own, readout.logit_difference(model, final, answers, wrong)
 
     def share(clean: Tensor, patched: Tensor, corrupted: Tensor) -> Tensor:
         gap = float((clean - corrupted).mean())
@@ -329,21 +318,23 @@ def patch_check(model: TransformerBridge, data: Acronyms, heads: Sequence[tuple[
             raise ValueError("the corruption does not change the logit difference; nothing to share out")
         return (clean - patched) / gap
 
-    corrupted, current = diffs(batch.corrupted[:prompts], [[], heads, *randoms])
+    corrupted, current = diffs(batch.corrupted[:prompts], [[], found, *randoms])
     clean = current[0]
     top = share(clean, current[1], corrupted)
-    random = share(clean[None], current[2:], corrupted)  # [set, batch]
+    drawn = share(clean[None], current[2:], corrupted)  # [set, batch]
     others = {}
     for name in ("previous words", "previous letters"):
-        twin, patched = diffs(data.corrupted[name][:prompts], [[], heads])
+        twin, patched = diffs(data.corrupted[name][:prompts], [[], found])
         others[name] = stats.bootstrap_ci(share(patched[0], patched[1], twin).numpy(), seed=seed)
-    return PatchCheck(heads=heads, top=stats.bootstrap_ci(top.numpy(), seed=seed),
-                      random=stats.bootstrap_ci(random.mean(0).numpy(), seed=seed),
-                      random_sets=random.mean(1).tolist(), other_corruptions=others)
+    check = controls.CausalCheck(
+        metric_name="share of the logit difference removed", heads=tuple(found), mode="patched to the current-word twin",
+        null=f"{len(found)} other heads at random", clean=stats.bootstrap_ci(clean, seed=seed),
+        top=stats.bootstrap_ci(top, seed=seed), draws=drawn.mean(1))
+    return PatchCheck(check=check, other_corruptions=others)
 
 
 @dataclass(frozen=True)
-class LetterStudy:
+class Study:
     """The whole page on one model: gate, screen and (when the gate passes) the patching check."""
 
     model: str
@@ -358,26 +349,23 @@ class LetterStudy:
             "model": self.model,
             "behaviour gate": "pass" if self.gate.gate.passed else "fail",
             "accuracy (26 letters)": str(self.gate.accuracy),
-            "top heads (carries, END->C3, OV)": "; ".join(self.screen.label(h) for h in top),
-            "top-k patched: share removed": str(self.check.top) if self.check else "not run",
-            "random-k: share removed": str(self.check.random) if self.check else "not run",
+            "top heads (carries, END->C3, OV)": "; ".join(self.screen.describe(h) for h in top),
+            "top-k patched: share removed": str(self.check.check.top) if self.check else "not run",
+            "random-k: share removed": str(self.check.check.random) if self.check else "not run",
             "pass rule": ("pass" if self.check.passed else "fail") if self.check else "not run",
         }
 
 
 def end_logits(model: TransformerBridge, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch vocab"]:
     """END logits, one pass that unembeds only the last position."""
-    from helpers import capture
-
-    return capture.last_position_logits(model, tokens)
+    return readout.logits(model, capture.final_at(model, tokens))
 
 
-def letter_mover_study(model: TransformerBridge, name: str, *, sizes: LetterSizes = LetterSizes(),
-                       seed: int = 0) -> LetterStudy:
+def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
     """Gate, screen and patching check, exactly as the page runs them (for the comparison model)."""
     data = acronyms(model, n=sizes.gate_prompts, seed=seed)
     gate = acronym_gate(end_logits(model, data.clean.tokens), end_logits(model, data.clean.corrupted), data, seed=seed)
     screen = letter_screen(model, data, prompts=sizes.screen_prompts)
     check = (patch_check(model, data, screen.top(sizes.top_k), prompts=sizes.screen_prompts,
                          n_random=sizes.n_random, seed=seed + 1) if gate.gate.passed else None)
-    return LetterStudy(model=name, gate=gate, screen=screen, check=check)
+    return Study(model=models.spec_of(model).name, gate=gate, screen=screen, check=check)

@@ -25,12 +25,12 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from helpers import capture, families, interventions, mcq, scores, stats, tasks
+from helpers import capture, controls, interventions, models, readout, stats, tasks
+from helpers.heads import Head, labels, top as top_heads
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-Head = tuple[int, int]
 ORDERS = ("Yes or No", "No or Yes")
 KINDS = ("arithmetic", "comparison", "capital")
 TEMPLATE = "Answer {order}. Is {question}? Answer:"
@@ -50,14 +50,8 @@ def answer_token_ids(model: TransformerBridge) -> tuple[int, int]:
     Raises:
         ValueError: if either word is not a single token for this tokenizer (the metrics compare two logits).
     """
-    ids = []
-    for word in (" Yes", " No"):
-        pieces = model.tokenizer.encode(word, add_special_tokens=False)
-        if len(pieces) != 1:
-            raise ValueError(f"{word!r} is {len(pieces)} tokens ({pieces}) for this tokenizer; the yes/no metrics "
-                             "need each answer to be one token. Use a model whose tokenizer keeps them whole")
-        ids.append(pieces[0])
-    return ids[0], ids[1]
+    why = "the yes/no metrics need each answer to be one token. Use a model whose tokenizer keeps them whole"
+    return tasks.require_single_token(model, " Yes", why=why), tasks.require_single_token(model, " No", why=why)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -283,13 +277,13 @@ def mirror_gate(bias: Float[Tensor, "item"], truth: Bool[Tensor, "item"], *, see
 def answer_bias(model: TransformerBridge, task: YesNoTask) -> Float[Tensor, "item"]:
     """logit(No) - logit(Yes) at the answer slot of every item (one pass per kind, stopped before the logits).
 
-    Only the two answer columns of the unembedding are applied (`mcq.read_end` / `mcq.label_logits`):
+    Only the two answer columns of the unembedding are applied (`capture.final_at`, `readout.logits`):
     Gemma's 262k-token unembedding costs more than the rest of the model on prompts this short.
     """
     answer_ids = torch.tensor([task.yes_id, task.no_id])
     bias = []
     for batch in task.batches:
-        logits = mcq.label_logits(model, mcq.read_end(model, batch.tokens), answer_ids)  # [batch, (yes, no)]
+        logits = readout.logits(model, capture.final_at(model, batch.tokens), answer_ids)  # [batch, (yes, no)]
         bias.append(logits[:, 1] - logits[:, 0])
     return torch.cat(bias)
 
@@ -321,12 +315,12 @@ class NasScreen:
         return float(np.corrcoef(a, b)[0, 1])
 
     def top(self, k: int) -> list[Head]:
-        return scores.top_heads(self.scores, k)
+        return top_heads(self.scores, k)
 
     @property
     def overlap(self) -> int:
         """How many of the top-k heads in one order are also top-k in the other."""
-        return len(set(self.top(self.top_k)) & set(scores.top_heads(self.swapped, self.top_k)))
+        return len(set(self.top(self.top_k)) & set(top_heads(self.swapped, self.top_k)))
 
     @property
     def stable(self) -> bool:
@@ -372,7 +366,7 @@ def mean_outputs(model: TransformerBridge, task: YesNoTask) -> Float[Tensor, "la
 
 
 def bias_ablation(model: TransformerBridge, task: YesNoTask, heads: Sequence[Head], *, n_random: int, seed: int
-                  ) -> families.AblationCheck:
+                  ) -> controls.CausalCheck:
     """Mean-ablate `heads` together, and `n_random` random sets of as many heads (never the top ones).
 
     The metric is the Yes-minus-No logit difference averaged over true and false items, so a positive
@@ -380,8 +374,8 @@ def bias_ablation(model: TransformerBridge, task: YesNoTask, heads: Sequence[Hea
     """
     heads = [tuple(head) for head in heads]
     means = mean_outputs(model, task)
-    draws = interventions.random_head_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random,
-                                           seed=seed, exclude=heads)
+    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random,
+                                  seed=seed, exclude=heads)
     yes_id, no_id = task.yes_id, task.no_id
 
     def yes_minus_no(logits: Tensor, tokens: Tensor) -> Tensor:
@@ -389,13 +383,8 @@ def bias_ablation(model: TransformerBridge, task: YesNoTask, heads: Sequence[Hea
 
     values = torch.cat([interventions.ablated_metric(model, batch.tokens, [[]] + [heads] + draws, yes_minus_no,
                                                      mode="mean", means=means) for batch in task.batches], dim=1)
-    clean, top, random_sets = values[0], values[1] - values[0], values[2:] - values[0]  # [item], [set, item]
-    draws_mean = random_sets.mean(dim=1)
-    return families.AblationCheck(
-        metric_name="logit(Yes) - logit(No)", heads=tuple(heads), mode="mean",
-        clean=stats.bootstrap_ci(clean, seed=seed), top=stats.bootstrap_ci(top, seed=seed),
-        random=stats.bootstrap_ci(draws_mean, seed=seed), random_draws=draws_mean,
-        p_value=((draws_mean >= top.mean()).sum().item() + 1) / (n_random + 1))
+    return controls.check_from_values(values, heads, metric_name="logit(Yes) - logit(No)", mode="mean-ablated",
+                                      null=f"{len(heads)} other heads at random", seed=seed)
 
 
 def order_biases(model: TransformerBridge, *, pairs_per_kind: int, seed: int, template: str = TEMPLATE
@@ -429,7 +418,7 @@ class Sizes:
 
 
 @dataclass(frozen=True)
-class NegativeStudy:
+class Study:
     """The negative-head steps on one model: gate (order-balanced bias), NAS screen, causal check (only
     with a bias). ``order_gates`` holds the same gate for each instruction order on its own."""
 
@@ -438,11 +427,11 @@ class NegativeStudy:
     order_gates: dict[str, stats.GateResult]
     precision_recall: tuple[float, float]
     screen: NasScreen
-    check: families.AblationCheck | None = None
+    check: controls.CausalCheck | None = None
 
     def row(self) -> dict[str, object]:
         precision, recall = self.precision_recall
-        top = ", ".join(f"L{l}H{h} ({self.screen.scores[l, h]:.2f})" for l, h in self.screen.top(self.screen.top_k))
+        top = labels(self.screen.top(self.screen.top_k), self.screen.scores)
         by_order = "; ".join(f"{order}: {gate.difference}" for order, gate in self.order_gates.items())
         return {
             "model": self.model,
@@ -458,7 +447,7 @@ class NegativeStudy:
         }
 
 
-def negative_study(model: TransformerBridge, name: str, *, sizes: Sizes = Sizes(), seed: int = 0) -> NegativeStudy:
+def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
     """Gate, screen and (if the gate passes) causal check, as the page runs them on its default model."""
     truth, biases = order_biases(model, pairs_per_kind=sizes.gate_pairs_per_kind, seed=seed)
     gate = mirror_gate(balanced(biases), truth, seed=seed)
@@ -469,6 +458,6 @@ def negative_study(model: TransformerBridge, name: str, *, sizes: Sizes = Sizes(
     if gate.passed:
         ablation_task = yes_no_questions(model, pairs_per_kind=sizes.ablation_pairs_per_kind, seed=seed + 20)
         check = bias_ablation(model, ablation_task, found.top(sizes.top_k), n_random=sizes.n_random, seed=seed + 20)
-    return NegativeStudy(model=name, gate=gate, order_gates=order_gates,
+    return Study(model=models.spec_of(model).name, gate=gate, order_gates=order_gates,
                          precision_recall=precision_recall_yes(says_yes, truth.repeat(len(biases))),
                          screen=found, check=check)

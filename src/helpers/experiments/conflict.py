@@ -30,11 +30,10 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from helpers import attribution, capture, interventions, models, scores, stats
+from helpers import attribution, capture, controls, interventions, models, readout, stats, tasks
+from helpers.heads import Head, label, labels, top as top_heads
 from helpers.tasks import tokenize_prompts
-from helpers.families import AblationCheck
 
-Head = tuple[int, int]
 Pair = tuple[str, str]
 
 # Written for this book from general knowledge: (country, capital) as a newspaper would name them.
@@ -87,11 +86,6 @@ SELECTION = "Q: Which city is the capital of {country}? A:"  # another phrasing,
 # Prompts
 
 
-def _single_id(model, word: str) -> int | None:
-    ids = model.tokenizer.encode(" " + word, add_special_tokens=False)
-    return ids[0] if len(ids) == 1 else None
-
-
 def capital_pairs(model, table: Sequence[Pair] = COUNTRY_CAPITALS) -> list[Pair]:
     """The pairs this tokenizer can run as one batch: capital one token, country of the usual length.
 
@@ -104,7 +98,7 @@ def capital_pairs(model, table: Sequence[Pair] = COUNTRY_CAPITALS) -> list[Pair]
     Raises:
         ValueError: if fewer than 10 pairs survive (too few for any experiment here).
     """
-    usable = [(country, capital) for country, capital in table if _single_id(model, capital) is not None]
+    usable = [(country, capital) for country, capital in table if tasks.single_token_id(model, " " + capital) is not None]
     lengths = [len(model.tokenizer.encode(" " + country, add_special_tokens=False)) for country, _ in usable]
     if usable:
         common = min(set(lengths), key=lambda n: (-lengths.count(n), n))
@@ -119,7 +113,7 @@ def capital_pairs(model, table: Sequence[Pair] = COUNTRY_CAPITALS) -> list[Pair]
 
 def capital_ids(model, pairs: Sequence[Pair]) -> Int[Tensor, "pair"]:
     """Token id of each pair's capital (with its leading space)."""
-    ids = [_single_id(model, capital) for _, capital in pairs]
+    ids = [tasks.single_token_id(model, " " + capital) for _, capital in pairs]
     if None in ids:
         bad = [capital for (_, capital), i in zip(pairs, ids) if i is None]
         raise ValueError(f"capitals {bad} are not single tokens here; filter the pairs with capital_pairs(model)")
@@ -246,7 +240,7 @@ def last_logits(model, tokens: Int[Tensor, "batch pos"], ids: Int[Tensor, "candi
     rows = capture.rows_per_chunk(model, 1)
     picked, top1 = [], []
     for chunk in tokens.split(rows):
-        last = capture.last_position_logits(model, chunk).float().cpu()
+        last = readout.logits(model, capture.final_at(model, chunk))
         picked.append(last[:, ids])
         top1.append(last.argmax(dim=-1))
     return torch.cat(picked), torch.cat(top1)
@@ -377,25 +371,24 @@ class HeadScreen:
 
     def memory_heads(self, k: int) -> list[Head]:
         """The `k` heads with the most positive conflict score, strongest first."""
-        return scores.top_heads(self.conflict, k)
+        return top_heads(self.conflict, k)
 
     def context_heads(self, k: int) -> list[Head]:
         """The `k` heads with the most negative conflict score, strongest first."""
-        return scores.top_heads(-self.conflict, k)
+        return top_heads(-self.conflict, k)
 
     @property
     def null_cutoff(self) -> float:
         """95th percentile of every head's |score| without a context: how far 'no context to copy' reaches."""
         return stats.null_threshold(self.memory_only.abs(), 0.95)
 
-    def table(self, heads: Sequence[Head]):
+    def table(self, shown: Sequence[Head]):
         """A DataFrame with each head's score in the three forms."""
         import pandas as pd
 
-        return pd.DataFrame([{"head": f"L{layer}H{head}", "conflict": self.conflict[layer, head].item(),
-                              "no context": self.memory_only[layer, head].item(),
-                              "agreeing context": self.agreeing[layer, head].item()}
-                             for layer, head in heads]).set_index("head").round(2)
+        return pd.DataFrame([{"head": label(h), "conflict": self.conflict[h].item(),
+                              "no context": self.memory_only[h].item(), "agreeing context": self.agreeing[h].item()}
+                             for h in shown]).set_index("head").round(2)
 
 
 def screen_heads(model, prompts: ConflictPrompts) -> HeadScreen:
@@ -426,8 +419,8 @@ class ConflictAblation:
         share_change: paired change of that share, memory heads ablated and context heads ablated.
     """
 
-    memory: AblationCheck
-    context: AblationCheck
+    memory: controls.CausalCheck
+    context: controls.CausalCheck
     context_share: dict[str, stats.Estimate]
     share_change: dict[str, stats.Estimate]
 
@@ -436,17 +429,6 @@ class ConflictAblation:
                 f"context share: clean {self.context_share['clean']}, memory heads ablated "
                 f"{self.context_share['memory heads ablated']}, context heads ablated "
                 f"{self.context_share['context heads ablated']}")
-
-
-def _check_from(heads: Sequence[Head], values: Float[Tensor, "set batch"], index: int, name: str,
-                seed: int) -> AblationCheck:
-    """An `AblationCheck` from rows of an `ablated_metric` result: 0 = clean, `index` = top set, 3: = random."""
-    clean, top, random_sets = values[0], values[index] - values[0], values[3:] - values[0]
-    draws = random_sets.mean(dim=1)
-    exceed = (draws >= top.mean()).sum().item()
-    return AblationCheck(metric_name=name, heads=tuple(heads), mode="mean", clean=stats.bootstrap_ci(clean, seed=seed),
-                         top=stats.bootstrap_ci(top, seed=seed), random=stats.bootstrap_ci(draws, seed=seed),
-                         random_draws=draws, p_value=(exceed + 1) / (len(draws) + 1))
 
 
 def causal_check(model, prompts: ConflictPrompts, reference: ConflictPrompts, memory_heads: Sequence[Head],
@@ -466,8 +448,8 @@ def causal_check(model, prompts: ConflictPrompts, reference: ConflictPrompts, me
         raise ValueError(f"reference prompts have {reference.conflict.shape[1]} tokens, the prompts "
                          f"{prompts.conflict.shape[1]}: per-position means need one template")
     means = capture.mean_head_outputs(model, reference.conflict, per_position=True)
-    draws = interventions.random_head_sets(model.cfg.n_layers, model.cfg.n_heads, len(memory_heads), n_random,
-                                           seed=seed, exclude=memory_heads + context_heads)
+    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(memory_heads), n_random,
+                                  seed=seed, exclude=memory_heads + context_heads)
     memory_ids, context_ids = prompts.memory_ids, prompts.context_ids
 
     def memory_preference(logits: Tensor, tokens: Tensor) -> Tensor:
@@ -478,13 +460,19 @@ def causal_check(model, prompts: ConflictPrompts, reference: ConflictPrompts, me
                                           memory_preference, mode="mean", means=means,
                                           last_position_only=True)  # [set, prompt]
     wins = context_wins(values[:3]).float()
-    labels = ("clean", "memory heads ablated", "context heads ablated")
+    names = ("clean", "memory heads ablated", "context heads ablated")
+    null = f"{len(memory_heads)} other heads at random (neither top set)"
+
+    def check(rows: Tensor, found: list[Head], metric_name: str) -> controls.CausalCheck:
+        return controls.check_from_values(rows, found, metric_name=metric_name, mode="mean-ablated", null=null,
+                                          seed=seed)
+
     return ConflictAblation(
-        memory=_check_from(memory_heads, -values, 1, "context preference (logit difference)", seed),
-        context=_check_from(context_heads, values, 2, "memory preference (logit difference)", seed),
-        context_share={label: stats.bootstrap_ci(row, seed=seed) for label, row in zip(labels, wins)},
-        share_change={labels[1]: stats.paired_difference(wins[1], wins[0], seed=seed),
-                      labels[2]: stats.paired_difference(wins[2], wins[0], seed=seed)},
+        memory=check(-values[[0, 1, *range(3, len(values))]], memory_heads, "context preference (logit difference)"),
+        context=check(values[[0, 2, *range(3, len(values))]], context_heads, "memory preference (logit difference)"),
+        context_share={name: stats.bootstrap_ci(row, seed=seed) for name, row in zip(names, wins)},
+        share_change={names[1]: stats.paired_difference(wins[1], wins[0], seed=seed),
+                      names[2]: stats.paired_difference(wins[2], wins[0], seed=seed)},
     )
 
 
@@ -493,7 +481,7 @@ def causal_check(model, prompts: ConflictPrompts, reference: ConflictPrompts, me
 
 
 @dataclass(frozen=True)
-class ConflictSizes:
+class Sizes:
     """How many prompts each step uses (the notebooks' parameters cell sets these).
 
     The gate uses every usable pair once; the conflict prompts cycle through the known pairs.
@@ -507,7 +495,7 @@ class ConflictSizes:
 
 
 @dataclass(frozen=True)
-class ConflictStudy:
+class Study:
     """E1 on one model: knowledge gate, answer shares under conflict, head screen, causal check."""
 
     model: str
@@ -517,7 +505,7 @@ class ConflictStudy:
     screen: HeadScreen | None
     ablation: ConflictAblation | None
 
-    def row(self, kind: str) -> dict:
+    def row(self, kind: str = "memory") -> dict:
         """One findings-table row; `kind` is "memory" or "context" (which heads and which direction)."""
         if kind not in ("memory", "context"):
             raise ValueError(f"kind must be 'memory' or 'context'; got {kind!r}")
@@ -526,30 +514,31 @@ class ConflictStudy:
                f"vs {gate.null}", "known pairs": f"{len(self.knowledge.known)} of {len(self.knowledge.pairs)}"}
         if self.screen is None or self.ablation is None or self.answers is None:
             return row | {"note": "gate failed: no head screen"}
-        heads = self.screen.memory_heads(3) if kind == "memory" else self.screen.context_heads(3)
+        top = self.screen.memory_heads(3) if kind == "memory" else self.screen.context_heads(3)
         check = self.ablation.memory if kind == "memory" else self.ablation.context
-        label = "memory heads ablated" if kind == "memory" else "context heads ablated"
+        ablated = "memory heads ablated" if kind == "memory" else "context heads ablated"
         return row | {
             "context beats memory (no context / conflict)":
                 f"{self.answers.memory_only_share.mean:.0%} / {self.answers.context_share}",
-            f"top {kind} heads (DLA)": ", ".join(f"L{l}H{h} ({self.screen.conflict[l, h]:+.2f})" for l, h in heads),
+            f"top {kind} heads (DLA)": labels(top, self.screen.conflict),
             "ablation effect (logit diff)": str(check.top),
             "random heads": str(check.random),
             "p vs random": round(check.p_value, 3),
-            "context share change": str(self.ablation.share_change[label]),
+            "context share change": str(self.ablation.share_change[ablated]),
         }
 
 
-def run_conflict_study(model, name: str, *, sizes: ConflictSizes = ConflictSizes(), seed: int = 0) -> ConflictStudy:
+def study(model, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
     """Run all of E1 on `model`: the exact steps both family pages show, for the comparison model too.
 
     Seeds: the gate uses `seed`, the screen prompts `seed + 10`, the ablation prompts `seed + 20` and
     the reference prompts for the means `seed + 30`. If the gate fails, the study stops there.
     """
+    name = models.spec_of(model).name
     pairs = capital_pairs(model)
     known = knowledge(model, pairs, seed=seed)
     if not known.gate.passed or len(known.known) < 2:
-        return ConflictStudy(model=name, knowledge=known, prompts=None, answers=None, screen=None, ablation=None)
+        return Study(model=name, knowledge=known, prompts=None, answers=None, screen=None, ablation=None)
     prompts = conflict_prompts(model, known.known, n=sizes.screen_prompts, seed=seed + 10, counterfactuals=pairs)
     answers = answers_under_conflict(model, prompts, seed=seed)
     screen = screen_heads(model, prompts)
@@ -557,16 +546,11 @@ def run_conflict_study(model, name: str, *, sizes: ConflictSizes = ConflictSizes
         model, conflict_prompts(model, known.known, n=sizes.ablation_prompts, seed=seed + 20, counterfactuals=pairs),
         conflict_prompts(model, pairs, n=sizes.reference_prompts, seed=seed + 30),
         screen.memory_heads(sizes.top_k), screen.context_heads(sizes.top_k), n_random=sizes.n_random, seed=seed)
-    return ConflictStudy(model=name, knowledge=known, prompts=prompts, answers=answers, screen=screen,
+    return Study(model=name, knowledge=known, prompts=prompts, answers=answers, screen=screen,
                          ablation=ablation)
 
 
-def run_on(name: str, *, sizes: ConflictSizes = ConflictSizes(), seed: int = 0) -> ConflictStudy:
-    """Load model `name` and run E1 on it (how a page measures its comparison model)."""
-    return run_conflict_study(models.load_model(name), name, sizes=sizes, seed=seed)
-
-
-def findings_table(kind: str, *studies: ConflictStudy):
+def findings_table(kind: str, *studies: Study):
     """The findings table of the memory ("memory") or context ("context") page: one row per model."""
     import pandas as pd
 

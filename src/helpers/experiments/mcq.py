@@ -2,13 +2,12 @@
 
 Lieberum et al. 2023 sorted the attention heads that let Chinchilla 70B answer MMLU's lettered options
 into classes by where the last position looks and what it writes; Wiegreffe et al. 2024 traced where
-Olmo-7B picks the answer *symbol*. This module holds what the six MCQ family pages run on a real model:
+Olmo-7B picks the answer *symbol*. This module holds what the six MCQ family pages run on a real model,
+on the prompts of `helpers.experiments.mcq_prompts`:
 
-- `mcq_task`: seeded, very easy questions ("What color is a banana?") with 2 or 4 lettered options,
-  the correct letter balanced over positions, 0- or k-shot, labels A-D or other symbols (Q/Z/R/X);
-  prompts grouped into batches of one token length, with the positions of every label and option.
-- `read_end`: one forward pass, stopped before the unembedding, that keeps what every step needs at the
-  last position: each head's attention row, its output, the norm scales and the label logits.
+- `run_mcq`: one forward pass per batch (`capture.read_end`, stopped before the unembedding) that keeps
+  what every step needs at the last position: each head's attention row, its output, the norm scales
+  and the label logits.
 - `mcq_gate`: accuracy over the label tokens against chance (exact binomial test) and the logit
   difference correct - mean of the others (bootstrap interval, via `helpers.stats`).
 - `signature`: per-head attention over the labels and options, the direct logit attribution (DLA) of
@@ -16,14 +15,13 @@ Olmo-7B picks the answer *symbol*. This module holds what the six MCQ family pag
 - `layer_projection` and `format_patching`: Wiegreffe's vocabulary projection of each layer's attention
   output, and END-residual patching between two label formats, layer by layer.
 
-No hook is registered here: `read_end` is `capture.read_end`, and `format_patching` patches through
-`capture.residual_at_end` and `interventions.final_with_end_patches`.
+No hook is registered here: `format_patching` patches through `capture.residual_at_end` and
+`interventions.final_with_end_patches`.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -32,219 +30,16 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from helpers import attribution, capture, interventions, stats, tasks
+from helpers import attribution, capture, interventions, models, readout, stats
+from helpers.capture import EndRead
+from helpers.experiments.mcq_prompts import MCQTask, mcq_task
+from helpers.heads import Head, labels
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-Head = tuple[int, int]
-LETTERS = "ABCD"
-SYMBOLS = "QZRX"  # Lieberum's random labels: no order, no link to "first", "second"
-
-# Question templates with one single-token slot, and the facts that fill them. Every item names its
-# answer and the pool its wrong options come from; `exclude` lists pool words that would also be right.
-POOLS = {
-    "color": ("red", "yellow", "blue", "green", "black", "white", "orange", "brown", "pink", "purple"),
-    "animal": ("cow", "dog", "cat", "duck", "pig", "horse", "owl", "sheep", "lion", "frog"),
-    "number": ("two", "four", "six", "eight"),
-    "opposite": ("cold", "small", "down", "night", "slow", "dry", "sad", "right", "white", "late", "empty", "soft"),
-    "thing": ("car", "chair", "book", "shoe", "rock", "table", "door", "cup", "spoon", "box"),
-}
-TEMPLATES = {
-    "color": "What color is a{n} {x}?",
-    "sound": "Which animal says {x}?",
-    "legs": "How many legs does a {x} have?",
-    "opposite": "What is the opposite of {x}?",
-    "kind": "Which of these is a{n} {x}?",
-}
-# (template, slot, answer, pool of wrong options, pool words that are also right)
-ITEMS = (
-    ("color", "banana", "yellow", "color", ()), ("color", "lemon", "yellow", "color", ()),
-    ("color", "tomato", "red", "color", ("green",)), ("color", "carrot", "orange", "color", ()),
-    ("color", "frog", "green", "color", ("brown",)), ("color", "crow", "black", "color", ()),
-    ("color", "cherry", "red", "color", ("black",)), ("color", "pumpkin", "orange", "color", ()),
-    ("color", "swan", "white", "color", ("black",)), ("color", "leaf", "green", "color", ("yellow", "brown", "red", "orange")),
-    ("sound", "moo", "cow", "animal", ()), ("sound", "woof", "dog", "animal", ()), ("sound", "meow", "cat", "animal", ()),
-    ("sound", "quack", "duck", "animal", ()), ("sound", "oink", "pig", "animal", ()), ("sound", "neigh", "horse", "animal", ()),
-    ("sound", "hoot", "owl", "animal", ()), ("sound", "roar", "lion", "animal", ()), ("sound", "croak", "frog", "animal", ()),
-    ("legs", "dog", "four", "number", ()), ("legs", "bird", "two", "number", ()), ("legs", "spider", "eight", "number", ()),
-    ("legs", "bee", "six", "number", ()), ("legs", "cat", "four", "number", ()), ("legs", "chicken", "two", "number", ()),
-    ("legs", "ant", "six", "number", ()), ("legs", "horse", "four", "number", ()), ("legs", "duck", "two", "number", ()),
-    ("opposite", "hot", "cold", "opposite", ()), ("opposite", "big", "small", "opposite", ()),
-    ("opposite", "up", "down", "opposite", ()), ("opposite", "day", "night", "opposite", ()),
-    ("opposite", "fast", "slow", "opposite", ()), ("opposite", "wet", "dry", "opposite", ()),
-    ("opposite", "happy", "sad", "opposite", ()), ("opposite", "left", "right", "opposite", ()),
-    ("opposite", "black", "white", "opposite", ()), ("opposite", "early", "late", "opposite", ()),
-    ("opposite", "full", "empty", "opposite", ()), ("opposite", "hard", "soft", "opposite", ()),
-    ("kind", "fruit", "apple", "thing", ()), ("kind", "fruit", "banana", "thing", ()), ("kind", "fruit", "grape", "thing", ()),
-    ("kind", "fruit", "pear", "thing", ()), ("kind", "animal", "dog", "thing", ()), ("kind", "animal", "horse", "thing", ()),
-    ("kind", "animal", "cat", "thing", ()), ("kind", "animal", "cow", "thing", ()), ("kind", "color", "red", "thing", ()),
-    ("kind", "color", "blue", "thing", ()), ("kind", "color", "green", "thing", ()),
-)
-
-
-def _question(template: str, slot: str) -> str:
-    article = "n" if slot[0] in "aeiou" else ""
-    return TEMPLATES[template].format(x=slot, n=article)
-
-
-@dataclass(frozen=True)
-class MCQBatch:
-    """Prompts of one template and one token length, with where each option sits.
-
-    Attributes:
-        tokens: ``[batch, pos]``; the last position (END) follows "Answer:".
-        prompts: the text of each prompt.
-        correct: ``[batch]`` index of the right option (0 = first label).
-        label_pos / content_pos: ``[batch, option]`` positions of each option's label token ("B" in
-            "\\nB. yellow") and content token (" yellow") in the last question.
-        template: which question template the batch holds.
-    """
-
-    tokens: Int[Tensor, "batch pos"]
-    prompts: tuple[str, ...]
-    correct: Int[Tensor, "batch"]
-    label_pos: Int[Tensor, "batch option"]
-    content_pos: Int[Tensor, "batch option"]
-    template: str
-
-
-@dataclass(frozen=True)
-class MCQTask:
-    """A seeded set of MCQ prompts in batches of equal length; `answer_ids` are the tokens after "Answer:"."""
-
-    batches: tuple[MCQBatch, ...]
-    labels: str
-    answer_ids: Int[Tensor, "option"]
-    shots: int
-
-    @property
-    def n_options(self) -> int:
-        return len(self.labels)
-
-    @property
-    def correct(self) -> Int[Tensor, "item"]:
-        return torch.cat([batch.correct for batch in self.batches])
-
-    def __len__(self) -> int:
-        return sum(len(batch.prompts) for batch in self.batches)
-
-
-def single_token_id(model: TransformerBridge, text: str) -> int:
-    """The id of `text` if the tokenizer keeps it as one token, else a ValueError that says what to change."""
-    ids = model.tokenizer.encode(text, add_special_tokens=False)
-    if len(ids) != 1:
-        raise ValueError(f"{text!r} is {len(ids)} tokens ({ids}) for this tokenizer; MCQ labels and answers must "
-                         "be single tokens. Pick other label symbols (e.g. labels='QZRX')")
-    return ids[0]
-
-
-def usable_items(model: TransformerBridge, n_options: int) -> dict[str, list[tuple]]:
-    """Items whose slot, answer and at least ``n_options - 1`` wrong options are single tokens, by template."""
-    one = set(tasks.single_token_words(model, sorted({w for pool in POOLS.values() for w in pool}
-                                                     | {item[1] for item in ITEMS} | {item[2] for item in ITEMS})))
-    kept: dict[str, list[tuple]] = {}
-    for template, slot, answer, pool, also_right in ITEMS:
-        wrong = [w for w in POOLS[pool] if w in one and w != answer and w not in also_right and w != slot]
-        if slot in one and answer in one and len(wrong) >= n_options - 1:
-            kept.setdefault(template, []).append((slot, answer, tuple(wrong)))
-    return {template: items for template, items in kept.items() if len(items) >= 2}
-
-
-def _render(question: str, options: Sequence[str], labels: str, answer: str | None) -> str:
-    lines = [f"Question: {question}"] + [f"{label}. {option}" for label, option in zip(labels, options)]
-    return "\n".join(lines) + "\nAnswer:" + (f" {answer}" if answer is not None else "")
-
-
-def _draw(rng: random.Random, item: tuple, n_options: int, position: int) -> list[str]:
-    slot, answer, wrong = item
-    options = rng.sample(list(wrong), n_options - 1)
-    options.insert(position, answer)
-    return options
-
-
-def _option_positions(tokens: Tensor, label_ids: Sequence[int], content_ids: Tensor, dot_id: int
-                      ) -> tuple[Tensor, Tensor]:
-    """Positions of each label token in the *last* question, checked against "label . content"."""
-    labels, contents = [], []
-    for j, label_id in enumerate(label_ids):
-        where = (tokens == label_id).nonzero().flatten()
-        if where.numel() == 0:
-            raise ValueError(f"label token {label_id} not found in the prompt")
-        pos = int(where[-1])
-        if pos + 2 >= tokens.shape[0] or tokens[pos + 1] != dot_id or tokens[pos + 2] != content_ids[j]:
-            raise ValueError("an option does not tokenize as 'label', '.', 'content': this tokenizer merges the "
-                             "label with its neighbours; use other labels")
-        labels.append(pos)
-        contents.append(pos + 2)
-    return torch.tensor(labels), torch.tensor(contents)
-
-
-def mcq_task(model: TransformerBridge, *, n: int, seed: int, shots: int = 0, labels: str = LETTERS,
-             n_options: int | None = None, templates: Sequence[str] | None = None) -> MCQTask:
-    """`n` seeded MCQ prompts, the correct option's position balanced within every template.
-
-    Args:
-        n: number of prompts (the gate uses at least 50).
-        shots: solved examples (same template, other facts) before each question, separated by a blank line.
-        labels: one character per option, e.g. "ABCD", "AB" (2 options) or "QZRX".
-        n_options: defaults to ``len(labels)``.
-        templates: restrict to these question templates (default: every template this tokenizer can fill).
-
-    Raises:
-        ValueError: if a label is not one token (with and without a leading space), `n` < 1, or too few
-            items are left for this tokenizer.
-    """
-    n_options = n_options or len(labels)
-    if n < 1 or shots < 0 or not 2 <= n_options <= len(labels):
-        raise ValueError(f"need n >= 1, shots >= 0 and 2 <= n_options <= len(labels) = {len(labels)}; "
-                         f"got n={n}, shots={shots}, n_options={n_options}")
-    labels = labels[:n_options]
-    answer_ids = [single_token_id(model, " " + label) for label in labels]
-    label_ids = [single_token_id(model, label) for label in labels]
-    dot_id = single_token_id(model, ".")
-    items = usable_items(model, n_options)
-    names = [t for t in (templates or TEMPLATES) if t in items and len(items[t]) > shots]
-    if not names:
-        raise ValueError(f"no template has {shots + 1} usable items for this tokenizer and {n_options} options")
-    rng = random.Random(seed)
-    grouped: dict[str, list[tuple[str, int, list[str]]]] = {name: [] for name in names}
-    for i in range(n):
-        name = names[i % len(names)]
-        position = (len(grouped[name]) + seed) % n_options  # balanced over positions within each template
-        query, *examples = rng.sample(items[name], shots + 1)
-        parts = []
-        for example in examples:
-            where = rng.randrange(n_options)
-            parts.append(_render(_question(name, example[0]), _draw(rng, example, n_options, where), labels,
-                                 labels[where]))
-        options = _draw(rng, query, n_options, position)
-        parts.append(_render(_question(name, query[0]), options, labels, None))
-        grouped[name].append(("\n\n".join(parts), position, options))
-    batches = []
-    for name in names:
-        rows = grouped[name]
-        if not rows:
-            continue
-        prompts = [text for text, _, _ in rows]
-        tokens = tasks.tokenize_prompts(model, prompts)
-        found = [_option_positions(row_tokens, label_ids,
-                                   torch.tensor([single_token_id(model, " " + word) for word in options]), dot_id)
-                 for row_tokens, (_, _, options) in zip(tokens, rows)]
-        batches.append(MCQBatch(tokens=tokens, prompts=tuple(prompts),
-                                correct=torch.tensor([position for _, position, _ in rows]),
-                                label_pos=torch.stack([f[0] for f in found]),
-                                content_pos=torch.stack([f[1] for f in found]), template=name))
-    return MCQTask(batches=tuple(batches), labels=labels, answer_ids=torch.tensor(answer_ids), shots=shots)
-
-
 # --------------------------------------------------------------------------------------------------
 # One forward pass per batch, read at END
-
-
-# Re-exported: `read_end` lives with the other hook code in `helpers.capture`.
-EndRead = capture.EndRead
-read_end = capture.read_end
 
 
 def label_logits(model: TransformerBridge, read: EndRead, answer_ids: Int[Tensor, "option"]
@@ -255,14 +50,8 @@ def label_logits(model: TransformerBridge, read: EndRead, answer_ids: Int[Tensor
 
 def label_logits_from_final(model: TransformerBridge, final: Float[Tensor, "batch d_model"],
                             answer_ids: Int[Tensor, "option"]) -> Float[Tensor, "batch option"]:
-    """`label_logits` from the final norm's output itself (bias and Gemma's soft cap included)."""
-    unembed = model.W_U[:, answer_ids.to(model.W_U.device)].float().cpu()  # [d_model, option]
-    logits = final @ unembed
-    bias = getattr(model, "b_U", None)
-    if bias is not None:
-        logits = logits + bias[answer_ids.to(bias.device)].float().cpu()
-    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
-    return cap * torch.tanh(logits / cap) if cap > 0 else logits
+    """`label_logits` from the final norm's output itself (`helpers.readout`: bias and soft cap included)."""
+    return readout.logits(model, final, answer_ids)
 
 
 def head_label_attribution(model: TransformerBridge, read: EndRead, answer_ids: Int[Tensor, "option"]
@@ -277,15 +66,7 @@ def head_label_attribution(model: TransformerBridge, read: EndRead, answer_ids: 
     directions = model.W_U[:, answer_ids.to(model.W_U.device)].T.float().cpu()  # [option, d_model]
     read_dirs = attribution.final_read(model, directions)  # the final norm's gain folded in
     read_dirs = read_dirs - read_dirs.mean(dim=0, keepdim=True)  # centred over the options
-    w_o = model.W_O.float().cpu()
-    out = []
-    for layer in range(model.cfg.n_layers):
-        head_out = torch.einsum("bhd,hdm->bhm", read.z[layer], w_o[layer])
-        if read.post_scale is not None:  # Gemma normalises the attention block's output before adding it
-            gain = attribution.norm_gain(model.blocks[layer].ln1_post, model.cfg.d_model)
-            head_out = head_out * gain / read.post_scale[layer][:, None, None]
-        out.append(torch.einsum("bhm,om->hbo", head_out, read_dirs) / read.final_scale[None, :, :])
-    return torch.stack(out)
+    return torch.einsum("lbhm,om->lhbo", attribution.head_outputs_from_read(model, read), read_dirs)
 
 
 def correct_vs_others(values: Float[Tensor, "... batch option"], correct: Int[Tensor, "batch"]
@@ -332,7 +113,7 @@ def run_mcq(model: TransformerBridge, task: MCQTask) -> MCQRun:
     """`read_end` on every batch of `task`, reduced to the per-prompt numbers the gate and signatures use."""
     parts = []
     for batch in task.batches:
-        read = read_end(model, batch.tokens)
+        read = capture.read_end(model, batch.tokens)
         parts.append((label_logits(model, read, task.answer_ids), _at(read.attention, batch.label_pos),
                       _at(read.attention, batch.content_pos),
                       read.attention[..., -RECENT:].sum(-1).permute(0, 2, 1),
@@ -437,23 +218,24 @@ class Signature:
     dla_null: Float[Tensor, "layer head"]
     n_options: int
 
-    def cutoff(self, null: str) -> float:
-        """95th percentile of a null score over all heads (e.g. ``"correct_share_null"``)."""
-        return stats.null_threshold(getattr(self, null), 0.95)
+    @staticmethod
+    def cutoff(null: Float[Tensor, "layer head"]) -> float:
+        """95th percentile of a null score over all heads (e.g. ``signature.correct_share_null``)."""
+        return stats.null_threshold(null, 0.95)
 
     @property
     def classes(self) -> dict[str, Tensor]:
         """The pre-registered rules of E2, one boolean ``[layer, head]`` mask per class."""
         reads_labels = self.label_mass >= FLOOR
-        dla_cut = max(0.1, self.cutoff("dla_null"))
+        dla_cut = max(0.1, self.cutoff(self.dla_null))
         return {
             "constant": reads_labels & (self.entropy >= UNIFORM)
                         & ((self.correct_share - 1 / self.n_options).abs() <= INDEPENDENT),
             "single_letter": reads_labels & (self.favourite_share > CONCENTRATED),
             "correct_letter": reads_labels & (self.correct_share > CONCENTRATED) & (self.dla > 0)
-                              & (self.correct_share > self.cutoff("correct_share_null")),
+                              & (self.correct_share > self.cutoff(self.correct_share_null)),
             "content_gatherer": (self.content_mass >= FLOOR) & (self.content_share > CONCENTRATED)
-                                & (self.content_share > self.cutoff("content_share_null")),
+                                & (self.content_share > self.cutoff(self.content_share_null)),
             "amplification": (self.dla > dla_cut) & (self.recent_mass >= RECENT_SHARE),
         }
 
@@ -566,8 +348,8 @@ def format_patching(model: TransformerBridge, source: MCQTask, target: MCQTask,
     patched, clean_t, clean_s = [], [], []
     for src, tgt in zip(source.batches, target.batches):
         resid = capture.residual_at_end(model, src.tokens, layers)  # the source's END stream after each layer
-        clean_s.append(preference(read_end(model, src.tokens)))
-        clean_t.append(preference(read_end(model, tgt.tokens)))
+        clean_s.append(preference(capture.read_end(model, src.tokens)))
+        clean_t.append(preference(capture.read_end(model, tgt.tokens)))
         final = interventions.final_with_end_patches(model, tgt.tokens, [(layer, resid[layer]) for layer in layers])
         logits = label_logits_from_final(model, final.reshape(-1, final.shape[-1]), both)
         patched.append((logits[:, :n].mean(-1) - logits[:, n:].mean(-1)).reshape(len(layers), -1))
@@ -583,7 +365,7 @@ FAMILY_NAMES = {"constant": "Constant", "single_letter": "Single letter", "corre
 
 
 @dataclass(frozen=True)
-class MCQStudy:
+class Study:
     """Gate (4 options, then 2), and the attention signature read on the 4-option prompts."""
 
     model: str
@@ -603,28 +385,35 @@ class MCQStudy:
             "gate": "pass" if self.gate.passed or self.gate_two.passed else "fail",
         }
 
-    def row(self, family: str) -> dict[str, object]:
-        """One row of a page's findings table; `family` is one of `CLASSES`."""
+    def row(self, family: str | None = None) -> dict[str, object]:
+        """One row of a page's findings table: the heads of `family` (one of `CLASSES`), or with None the
+        number of heads with each class's signature."""
+        if family is None:
+            counts = ", ".join(f"{FAMILY_NAMES[name]} {count}" for name, count in self.signature.counts().items())
+            return {**self.gate_columns(), "signatures (heads per class)": counts,
+                    "causal role": "tested" if self.gate.passed or self.gate_two.passed else "not testable (no behaviour)"}
         found = self.signature.heads(family)
-        heads = ", ".join(plot_label(head) for head in found[:4]) or "none"
         return {
             **self.gate_columns(),
-            f"{FAMILY_NAMES[family]} signature (heads)": f"{len(found)}: {heads}" + (" ..." if len(found) > 4 else ""),
+            f"{FAMILY_NAMES[family]} signature (heads)": f"{len(found)}: {labels(found[:4])}" + (" ..." if len(found) > 4 else ""),
             "causal role": "tested" if self.gate.passed or self.gate_two.passed else "not testable (no behaviour)",
         }
 
 
-def plot_label(head: Head) -> str:
-    return f"L{head[0]}H{head[1]}"
+@dataclass(frozen=True)
+class Sizes:
+    """Questions per gate (the pages' parameters cell sets this; the protocol asks for at least 50)."""
+
+    questions: int = 60
 
 
-def mcq_study(model: TransformerBridge, name: str, *, n: int = 60, seed: int = 0) -> MCQStudy:
+def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
     """The shared part of every MCQ page: 0-shot gates with 4 and 2 options, signature on the 4-option run."""
-    task = mcq_task(model, n=n, seed=seed)
+    task = mcq_task(model, n=sizes.questions, seed=seed)
     run = run_mcq(model, task)
-    two = mcq_task(model, n=n, seed=seed + 1, labels="AB")
+    two = mcq_task(model, n=sizes.questions, seed=seed + 1, labels="AB")
     two_run = run_mcq(model, two)
-    return MCQStudy(model=name, gate=mcq_gate(run.logits, run.correct, labels=task.labels, name="4 options, 0-shot",
+    return Study(model=models.spec_of(model).name, gate=mcq_gate(run.logits, run.correct, labels=task.labels, name="4 options, 0-shot",
                                               seed=seed),
                     gate_two=mcq_gate(two_run.logits, two_run.correct, labels=two.labels, name="2 options, 0-shot",
                                       seed=seed),

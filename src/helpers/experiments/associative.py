@@ -10,37 +10,32 @@ for the stored partner.
 
 Three parts, in the order the notebook uses them:
 
-- Data: ``TriggerTask`` (a random bigram model, its triggers, ``sample`` for ``toy.train``) and
+- Data: ``TriggerTask`` (a random bigram model, its triggers, ``sample`` for ``toy_train.train``) and
   ``TriggerBatch`` (tokens plus where triggers occur).
 - Behaviour: ``recall_metrics`` (in-context vs first-occurrence vs global-bigram accuracy, per
-  sequence) and ``trigger_evaluator`` (the ``evaluate`` callback of ``toy.train``).
+  sequence) and ``trigger_evaluator`` (the ``evaluate`` callback of ``toy_train.train``).
 - Memories: ``association_scores`` / ``memory_recall`` (generic), and the three products of the
   two-layer circuit: ``ov_copy_scores`` (layer-2 W_V W_O), ``trigger_key_scores`` (layer-2 W_QK read
   through layer 1's W_V W_O) and ``positional_qk_scores`` (layer-1 W_QK on positions).
 
-Also ``zero_ablated`` (a copy of a toy model with some heads' outputs removed) and
-``associative_recall_prompts`` / ``pretrained_recall`` (the same behaviour on a pretrained LM).
+Also ``zero_ablated`` (a copy of a toy model with some heads' outputs removed). The same behaviour on
+a pretrained LM is `helpers.experiments.recall`.
 """
 
 from __future__ import annotations
 
 import copy
-from functools import cached_property
 from collections.abc import Callable, Sequence
+from functools import cached_property
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from helpers import tasks, toy
-
-if TYPE_CHECKING:
-    from transformer_lens.model_bridge import TransformerBridge
-
-Head = tuple[int, int]
+from helpers import heads, toy, toy_train
+from helpers.heads import Head
 
 
 # --------------------------------------------------------------------------------------------------
@@ -66,11 +61,11 @@ class TriggerBatch:
     repeat_trigger: Bool[Tensor, "batch pos"]
     first_trigger: Bool[Tensor, "batch pos"]
 
-    def to_toy_batch(self) -> toy.ToyBatch:
+    def to_toy_batch(self) -> toy_train.ToyBatch:
         """Every next-token prediction is trained, as in the paper (the last position has none)."""
         mask = torch.ones_like(self.tokens, dtype=torch.bool)
         mask[:, -1] = False
-        return toy.ToyBatch(tokens=self.tokens, loss_mask=mask)
+        return toy_train.ToyBatch(tokens=self.tokens, loss_mask=mask)
 
 
 @dataclass(frozen=True)
@@ -86,7 +81,7 @@ class TriggerTask:
     shortcut can replace looking back (the induction toy's lesson).
 
     ``seed`` fixes the bigram matrix and the trigger tokens; ``sample(generator, batch)`` draws
-    sequences from ``generator`` only, so it is a ready ``sample_batch`` for ``toy.train``.
+    sequences from ``generator`` only, so it is a ready ``sample_batch`` for ``toy_train.train``.
     """
 
     vocab_size: int = 64
@@ -133,8 +128,8 @@ class TriggerTask:
         full[ordinary[:, None], self.triggers[None, :]] = self.trigger_rate / self.n_triggers
         return full
 
-    def sample(self, generator: torch.Generator, batch_size: int) -> toy.ToyBatch:
-        """``sample_batch`` for ``toy.train``: fresh sequences, every position trained."""
+    def sample(self, generator: torch.Generator, batch_size: int) -> toy_train.ToyBatch:
+        """``sample_batch`` for ``toy_train.train``: fresh sequences, every position trained."""
         return self.sample_triggers(generator, batch_size).to_toy_batch()
 
     def sample_triggers(self, generator: torch.Generator, batch_size: int, *, transitions: Tensor | None = None
@@ -245,7 +240,8 @@ def trigger_key_scores(model: toy.AttentionOnlyTransformer, previous_head: Head,
     """
     (l1, h1), (l2, h2) = _check_head(model, previous_head), _check_head(model, induction_head)
     if l1 >= l2:
-        raise ValueError(f"previous_head L{l1}H{h1} must sit in an earlier layer than induction_head L{l2}H{h2}")
+        raise ValueError(f"previous_head {heads.label((l1, h1))} must sit in an earlier layer than induction_head "
+                         f"{heads.label((l2, h2))}")
     queries = model.W_E @ model.W_Q[l2, h2]  # [vocab, d_head]
     keys = model.W_E @ model.W_V[l1, h1] @ model.W_O[l1, h1] @ model.W_K[l2, h2]  # [vocab, d_head]
     return queries @ keys.T
@@ -274,11 +270,8 @@ def previous_position_pairs(n_ctx: int) -> tuple[Int[Tensor, "query"], Bool[Tens
 
 
 def _check_head(model: toy.AttentionOnlyTransformer, head: Head) -> Head:
-    layer, index = head
-    n_layers, n_heads = model.config.n_layers, model.config.n_heads
-    if not (0 <= layer < n_layers and 0 <= index < n_heads):
-        raise ValueError(f"head L{layer}H{index} is outside this {n_layers}-layer, {n_heads}-head toy model")
-    return layer, index
+    heads.check([head], model.config.n_layers, model.config.n_heads)
+    return tuple(head)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -364,7 +357,7 @@ def head_memories(model: toy.AttentionOnlyTransformer, task: TriggerTask) -> dic
 
 
 def trigger_evaluator(task: TriggerTask, probe: TriggerBatch) -> Callable[[nn.Module, int], dict]:
-    """``evaluate(model, step)`` for ``toy.train``: recall accuracies on a fixed probe, the best head's
+    """``evaluate(model, step)`` for ``toy_train.train``: recall accuracies on a fixed probe, the best head's
     attention scores and the best memory recalls (layer 1 = index 0 in code, layer 2 = index 1).
 
     Keys: ``in_context``, ``first_trigger``, ``bigram``, ``bigram_oracle`` (probe means),
@@ -392,92 +385,19 @@ def trigger_evaluator(task: TriggerTask, probe: TriggerBatch) -> Callable[[nn.Mo
     return evaluate
 
 
-def zero_ablated(model: toy.AttentionOnlyTransformer, heads: Sequence[Head]) -> toy.AttentionOnlyTransformer:
+def zero_ablated(model: toy.AttentionOnlyTransformer, removed: Sequence[Head]) -> toy.AttentionOnlyTransformer:
     """A copy of `model` in which each listed head writes nothing (its ``W_O`` is zero); `model` is untouched.
 
     Zeroing ``W_O`` removes exactly that head's contribution to the residual stream, so this is zero
     ablation without hooks (the toy has none).
     """
-    for head in heads:
+    for head in removed:
         _check_head(model, head)
     ablated = copy.deepcopy(model)
     with torch.no_grad():
-        for layer, index in heads:
+        for layer, index in removed:
             ablated.blocks[layer].W_O[index].zero_()
     return ablated.eval()
-
-
-# --------------------------------------------------------------------------------------------------
-# The same behaviour in a pretrained model: "... T x ... T" -> x with random tokens
-
-
-def associative_recall_prompts(model: TransformerBridge, *, batch: int, n_pairs: int, length: int, seed: int
-                               ) -> tasks.TaskBatch:
-    """Random ordinary tokens holding ``n_pairs`` key-value bigrams "T x"; the prompt ends on one key T.
-
-    The answer is the value x that followed that key earlier: the toy's in-context trigger recall, in a
-    pretrained model's vocabulary. Keys, values and filler tokens are all distinct within a prompt,
-    and pairs sit at random, non-adjacent places, so only the earlier "T x" predicts x.
-
-    ``corrupted`` is the matched control: the queried key's earlier occurrence is replaced by a fresh
-    token, so x is still in the context but nothing links it to T (Bietti et al.'s shuffled triggers).
-    Positions: ``key`` (the queried key's earlier occurrence) and ``query`` (the last position).
-    """
-    if batch < 1 or n_pairs < 1 or length < 3 * n_pairs:
-        raise ValueError(f"need batch >= 1, n_pairs >= 1 and length >= 3 * n_pairs (each pair plus a gap); "
-                         f"got batch={batch}, n_pairs={n_pairs}, length={length}")
-    generator = torch.Generator().manual_seed(seed)
-    pool = tasks.ordinary_token_ids(model)
-    if len(pool) < length + 1:
-        raise ValueError(f"the tokenizer has {len(pool)} ordinary tokens but a prompt needs {length + 1} distinct "
-                         "ones; use a smaller length")
-    bos = tasks._bos_column(model, 1)[0].tolist()
-    rows, controls, answers, keys = [], [], [], []
-    for _ in range(batch):
-        ids = pool[torch.randperm(len(pool), generator=generator)[: length + 1]].tolist()  # distinct tokens
-        pair_ids, fresh = ids[: 2 * n_pairs], ids[-1]
-        filler = ids[2 * n_pairs: length]
-        # choose n_pairs start slots among the filler gaps so that pairs never touch each other
-        gaps = torch.randperm(length - 2 * n_pairs - 1, generator=generator)[:n_pairs].sort().values + 1
-        body, starts, taken = [], [], 0
-        for index, gap in enumerate(gaps.tolist()):
-            body += filler[taken:gap]
-            taken = gap
-            starts.append(len(body))
-            body += pair_ids[2 * index: 2 * index + 2]
-        body += filler[taken: length - 2 * n_pairs]
-        which = int(torch.randint(n_pairs, (1,), generator=generator))
-        key, value = pair_ids[2 * which], pair_ids[2 * which + 1]
-        control = list(body)
-        control[starts[which]] = fresh
-        rows.append(bos + body + [key])
-        controls.append(bos + control + [key])
-        answers.append(value)
-        keys.append(len(bos) + starts[which])
-    tokens = torch.tensor(rows)
-    return tasks.TaskBatch(name="associative_recall", tokens=tokens, prompts=tasks._joined(model, tokens),
-                           answers=torch.tensor(answers), corrupted=torch.tensor(controls),
-                           positions={"key": torch.tensor(keys), "query": torch.full((batch,), tokens.shape[1] - 1)},
-                           info={"n_pairs": n_pairs, "length": length, "seed": seed})
-
-
-@torch.no_grad()
-def last_token_recall(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], answers: Int[Tensor, "batch"]
-                      ) -> tuple[Bool[Tensor, "batch"], Float[Tensor, "batch"]]:
-    """Is the answer the top-1 prediction at the last position, and its log-probability, per prompt.
-
-    Runs in mini-batches sized by ``capture.rows_per_chunk``: Gemma's full logits are 1 MB per position.
-    """
-    from helpers import capture
-
-    capture.check_tokens(model, tokens)
-    rows = capture.rows_per_chunk(model, tokens.shape[1])
-    top, logp = [], []
-    for chunk, wanted in zip(tokens.split(rows), answers.split(rows)):
-        last = model(chunk.to(model.cfg.device))[:, -1].float().log_softmax(dim=-1).cpu()  # [rows, vocab]
-        top.append(last.argmax(dim=-1) == wanted)
-        logp.append(last.gather(1, wanted[:, None]).flatten())
-    return torch.cat(top), torch.cat(logp)
 
 
 def first_step_at(steps: Sequence[int], values: Sequence[float], level: float) -> int | None:

@@ -30,11 +30,11 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from helpers import attribution, capture, conflict, interventions, models, scores, stats
-from helpers.families import AblationCheck
+from helpers import attribution, capture, controls, interventions, models, stats, tasks
+from helpers.experiments import conflict
+from helpers.heads import Head, label, top as top_heads
 from helpers.tasks import tokenize_prompts
 
-Head = tuple[int, int]
 Fact = tuple[str, str]  # (subject, answer), e.g. ("France", "French")
 
 # Written for this book from general knowledge: a country and its main official language, named as an
@@ -85,17 +85,17 @@ RELATIONS: tuple[Relation, ...] = (
 
 
 def _length(model, word: str) -> int:
-    return len(model.tokenizer.encode(" " + word, add_special_tokens=False))
+    return len(tasks.token_ids(model, " " + word))
 
 
 def word_ids(model, words: Sequence[str]) -> Int[Tensor, "word"]:
     """Token id of each word with its leading space; every word must be a single token."""
-    ids = [model.tokenizer.encode(" " + word, add_special_tokens=False) for word in words]
-    bad = [word for word, piece in zip(words, ids) if len(piece) != 1]
+    ids = [tasks.single_token_id(model, " " + word) for word in words]
+    bad = [word for word, i in zip(words, ids) if i is None]
     if bad:
         raise ValueError(f"{bad} are not single tokens for this tokenizer; "
                          "filter the facts with relation_facts(model, relation)")
-    return torch.tensor([piece[0] for piece in ids])
+    return torch.tensor(ids)
 
 
 def relation_facts(model, relation: Relation, *, min_facts: int = 10) -> list[Fact]:
@@ -145,7 +145,7 @@ def subject_span(model, template: str, subject: str) -> tuple[int, int]:
     start = model.to_tokens(prefix.rstrip(" "))[0].shape[0]
     stop = start + _length(model, subject)
     full = model.to_tokens(template.format(subject=subject))[0]
-    if full[start:stop].tolist() != model.tokenizer.encode(" " + subject, add_special_tokens=False):
+    if full[start:stop].tolist() != tasks.token_ids(model, " " + subject):
         raise ValueError(f"the subject {subject!r} does not tokenize on its own inside {template!r}")
     return start, stop
 
@@ -351,7 +351,7 @@ class MoverScreen:
 
     def movers(self, k: int) -> list[Head]:
         """The `k` heads with the highest mover score, strongest first."""
-        return scores.top_heads(self.score, k)
+        return top_heads(self.score, k)
 
     @property
     def null_cutoff(self) -> float:
@@ -360,24 +360,20 @@ class MoverScreen:
 
     def passing(self) -> list[Head]:
         """Heads whose score beats the nonce null's cutoff, strongest first."""
-        order = scores.top_heads(self.score, self.score.numel())
-        return [head for head in order if self.score[head].item() > self.null_cutoff]
+        return top_heads(self.score, where=self.score > self.null_cutoff)
 
     def nonce_drop(self, head: Head, *, seed: int = 0) -> stats.Estimate:
         """Paired drop of `head`'s DLA for the answer when the subject becomes a nonce word (positive = vanishes)."""
         return stats.paired_difference(self.dla[head], self.nonce_dla[head], seed=seed)
 
-    def table(self, heads: Sequence[Head]):
+    def table(self, shown: Sequence[Head]):
         """A DataFrame with each head's score, its parts and its nonce-twin values."""
         import pandas as pd
 
         return pd.DataFrame([{
-            "head": f"L{layer}H{head}", "mover score": self.score[layer, head].item(),
-            "attention to subject": self.attention[layer, head].mean().item(),
-            "DLA": self.dla[layer, head].mean().item(),
-            "nonce: attention": self.nonce_attention[layer, head].mean().item(),
-            "nonce: score": self.nonce_score[layer, head].item(),
-            "nonce: DLA": self.nonce_dla[layer, head].mean().item()} for layer, head in heads
+            "head": label(h), "mover score": self.score[h].item(), "attention to subject": self.attention[h].mean().item(),
+            "DLA": self.dla[h].mean().item(), "nonce: attention": self.nonce_attention[h].mean().item(),
+            "nonce: score": self.nonce_score[h].item(), "nonce: DLA": self.nonce_dla[h].mean().item()} for h in shown
         ]).set_index("head").round(3)
 
 
@@ -404,7 +400,7 @@ def screen_heads(model, batches: Sequence[FactBatch]) -> MoverScreen:
 
 
 def causal_check(model, batches: Sequence[FactBatch], references: Sequence[FactBatch], heads: Sequence[Head], *,
-                 n_random: int = 20, seed: int = 0) -> AblationCheck:
+                 n_random: int = 20, seed: int = 0) -> controls.CausalCheck:
     """Mean-ablate `heads` together and `n_random` random sets of the same size; the drop of the answer's lead.
 
     The metric is `answer_lead` (answer logit minus the mean logit of the other candidates) at END. Means are
@@ -417,8 +413,8 @@ def causal_check(model, batches: Sequence[FactBatch], references: Sequence[FactB
         raise ValueError(f"pass distinct (layer, head) pairs to ablate; got {heads}")
     if len(batches) != len(references):
         raise ValueError(f"one reference batch per relation: got {len(batches)} batches, {len(references)} references")
-    draws = interventions.random_head_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random,
-                                           seed=seed, exclude=heads)
+    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random,
+                                  seed=seed, exclude=heads)
     values = []
     for batch, reference in zip(batches, references):
         if reference.tokens.shape[1] != batch.tokens.shape[1]:
@@ -432,28 +428,24 @@ def causal_check(model, batches: Sequence[FactBatch], references: Sequence[FactB
 
         values.append(interventions.ablated_metric(model, batch.tokens, [[], heads] + draws, lead, mode="mean",
                                                    means=means, last_position_only=True))  # [set, prompt]
-    values = torch.cat(values, dim=1)
-    clean, drops = values[0], values[0] - values[1:]
-    top, random_draws = drops[0], drops[1:].mean(dim=1)
-    exceed = (random_draws >= top.mean()).sum().item()
-    return AblationCheck(metric_name="drop of the answer's lead over the other candidates (logits)",
-                         heads=tuple(heads), mode="mean", clean=stats.bootstrap_ci(clean, seed=seed),
-                         top=stats.bootstrap_ci(top, seed=seed), random=stats.bootstrap_ci(random_draws, seed=seed),
-                         random_draws=random_draws, p_value=(exceed + 1) / (n_random + 1))
+    values = torch.cat(values, dim=1)  # [set, prompt] answer leads
+    return controls.check_from_values(values, heads, metric_name="answer's lead over the other candidates (logits)",
+                                      mode="mean-ablated", null=f"{len(heads)} other heads at random", seed=seed,
+                                      larger_is_stronger=False)
 
 
-def role_present(screen: MoverScreen, check: AblationCheck, heads: Sequence[Head], *, seed: int = 0,
+def role_present(screen: MoverScreen, check: controls.CausalCheck, found: Sequence[Head], *, seed: int = 0,
                  alpha: float = 0.05) -> bool:
     """The plan's pass rule: heads that read the subject and write the answer exist, and ablating them drops
     the answer more than random heads do.
 
     Concretely: every top head scores above the nonce null's cutoff and its DLA drops on the nonce twin
-    (paired interval above 0); the top set's drop interval lies above the random draws' interval, and
-    fewer than `alpha` of the random draws do as much.
+    (paired interval above 0); ablating the top set lowers the answer's lead (interval below 0), and
+    its rank among the random draws gives p < `alpha`.
     """
     exist = all(screen.score[h].item() > screen.null_cutoff and screen.nonce_drop(h, seed=seed).lower > 0
-                for h in heads)
-    causal = check.top.lower > check.random.upper and check.p_value < alpha
+                for h in found)
+    causal = check.top.upper < 0 and check.p_value < alpha
     return bool(exist and causal)
 
 
@@ -462,7 +454,7 @@ def role_present(screen: MoverScreen, check: AblationCheck, heads: Sequence[Head
 
 
 @dataclass(frozen=True)
-class MoverSizes:
+class Sizes:
     """How many prompts each step uses (the notebook's parameters cell sets these).
 
     The gate uses every usable fact once; the screen the first `screen_prompts` known facts of each
@@ -476,13 +468,13 @@ class MoverSizes:
 
 
 @dataclass(frozen=True)
-class MoverStudy:
+class Study:
     """The whole page on one model: recall gate, screen, causal check and the pass rule."""
 
     model: str
     recall: Recall
     screen: MoverScreen | None
-    ablation: AblationCheck | None
+    ablation: controls.CausalCheck | None
     present: bool
 
     def row(self) -> dict:
@@ -494,13 +486,12 @@ class MoverStudy:
                "known facts": ", ".join(f"{b.relation} {len(k)}/{len(b)}" for b, k in zip(self.recall.batches, known))}
         if self.screen is None or self.ablation is None:
             return row | {"mover heads": "gate failed: no head screen"}
-        heads = self.ablation.heads
         return row | {
             "top movers (score; nonce score)": ", ".join(
-                f"L{l}H{h} ({self.screen.score[l, h]:.2f}; {self.screen.nonce_score[l, h]:.2f})" for l, h in heads),
+                f"{label(h)} ({self.screen.score[h]:.2f}; {self.screen.nonce_score[h]:.2f})" for h in self.ablation.heads),
             "nonce null cutoff": round(self.screen.null_cutoff, 3),
-            "drop when ablated (top)": str(self.ablation.top),
-            "drop (random sets)": str(self.ablation.random),
+            "change when ablated (top)": str(self.ablation.top),
+            "change (random sets)": str(self.ablation.random),
             "p vs random": round(self.ablation.p_value, 3),
             "mover role": "present" if self.present else "absent",
         }
@@ -522,27 +513,16 @@ def first(batches: Sequence[FactBatch], n: int) -> tuple[FactBatch, ...]:
     return tuple(batch.subset(range(min(len(batch), n))) for batch in batches)
 
 
-def run_mover_study(model, name: str, *, sizes: MoverSizes = MoverSizes(), seed: int = 0) -> MoverStudy:
+def study(model, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
     """Run the page's steps on `model`. If the gate fails, the study stops there."""
+    name = models.spec_of(model).name
     recall = recall_gate(model, relation_batches(model, seed=seed), seed=seed)
     known = recall.known()
     if not recall.gate.passed or any(len(batch) < 2 for batch in known):
-        return MoverStudy(model=name, recall=recall, screen=None, ablation=None, present=False)
+        return Study(model=name, recall=recall, screen=None, ablation=None, present=False)
     screen = screen_heads(model, first(known, sizes.screen_prompts))
-    heads = screen.movers(sizes.top_k)
+    top = screen.movers(sizes.top_k)
     ablation = causal_check(model, first(known, sizes.ablation_prompts),
-                            recall.batches, heads, n_random=sizes.n_random, seed=seed)
-    return MoverStudy(model=name, recall=recall, screen=screen, ablation=ablation,
-                      present=role_present(screen, ablation, heads, seed=seed))
-
-
-def run_on(name: str, *, sizes: MoverSizes = MoverSizes(), seed: int = 0) -> MoverStudy:
-    """Load model `name` and run the study on it (how the page measures its comparison model)."""
-    return run_mover_study(models.load_model(name), name, sizes=sizes, seed=seed)
-
-
-def findings_table(*studies: MoverStudy):
-    """The findings table: one row per model."""
-    import pandas as pd
-
-    return pd.DataFrame([study.row() for study in studies]).set_index("model")
+                            recall.batches, top, n_random=sizes.n_random, seed=seed)
+    return Study(model=name, recall=recall, screen=screen, ablation=ablation,
+                 present=role_present(screen, ablation, top, seed=seed))

@@ -1,0 +1,69 @@
+"""Every experiment's `study` runs end to end on a tiny random model with SmolLM2's tokenizer, and its `row`
+fills a findings table: the one API the pages and the atlas call (`study(model, *, sizes, seed)`).
+
+A random model fails every behaviour gate, so the steps that need the behaviour are skipped as the pages
+skip them; the causal steps are tested on their own in each experiment's test file."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from helpers import model_cache, models
+from helpers.experiments import findings_table
+
+SMALL = {  # module -> sizes small enough for a tiny model (seconds, not minutes)
+    "previous_token": dict(gate_prompts=6, gate_half_len=4, screen_prompts=2, screen_len=8, ablation_prompts=2,
+                           ablation_half_len=4, top_k=2, n_random=2),
+    "induction": dict(gate_prompts=6, gate_half_len=4, screen_prompts=2, screen_len=8, ablation_prompts=2,
+                      ablation_half_len=4, top_k=2, n_random=2),
+    "duplicate": dict(prompts=6, repeat_prompts=4, repeat_len=8, ablation_prompts=4, n_random=2, top_k=2),
+    "name_movers": dict(prompts=6, check_prompts=4, top_k=2, n_random=2, candidates=2, random_singles=2),
+    "inhibition": dict(prompts=6, check_prompts=4, top_k=2, n_random=2, candidates=2, random_singles=2),
+    "circuit": dict(prompts=6, check_prompts=4, top_k=2, n_random=2, candidates=2, random_singles=2),
+    "self_repair": dict(prompts=6, top_k=2, n_random=2),
+    "copy_suppression": dict(ioi_prompts=6, screen_windows=4, window_length=12, ov_tokens=10, check_pool=8,
+                             check_windows=4, check_prompts=4, top_k=2, n_random=2),
+    "conflict": dict(screen_prompts=6, ablation_prompts=4, reference_prompts=4, top_k=2, n_random=2),
+    "mover": dict(screen_prompts=4, ablation_prompts=2, top_k=2, n_random=2),
+    "acronyms": dict(gate_prompts=8, screen_prompts=4, top_k=2, n_random=2),
+    "yesno": dict(gate_pairs_per_kind=2, screen_pairs_per_kind=1, ablation_pairs_per_kind=1, top_k=2, n_random=2),
+    "mcq": dict(questions=8),
+    "recall": dict(prompts=4, pairs=2, length=12),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_smol():
+    """A 2-layer Llama with grouped-query attention and random weights, behind SmolLM2's real tokenizer, so
+    every task builds its prompts exactly as on the default model."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(model_cache.ensure_cached(models.get_spec("smollm2-135m")))
+    torch.manual_seed(0)
+    config = LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
+                         intermediate_size=64, vocab_size=len(tokenizer), max_position_embeddings=256)
+    spec = models.ModelSpec(name="tiny-smol", hf_name="local/tiny-smol", architecture="LlamaForCausalLM",
+                            source="hub", prepend_bos=False, n_layers=2, n_heads=4, n_kv_heads=2)
+    return models.bridge_from_hf(spec, LlamaForCausalLM(config), tokenizer, device="cpu")
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_every_study_runs_on_a_tiny_model_and_fills_a_findings_row(tiny_smol, name):
+    module = importlib.import_module(f"helpers.experiments.{name}")
+    done = module.study(tiny_smol, sizes=module.Sizes(**SMALL[name]), seed=0)
+    assert isinstance(done, module.Study) and done.model == "tiny-smol"
+    row = done.row()
+    assert row["model"] == "tiny-smol" and len(row) >= 3
+    assert list(findings_table(done).index) == ["tiny-smol"]
+
+
+def test_every_experiment_with_a_study_is_smoke_tested():
+    from pathlib import Path
+
+    folder = Path(importlib.import_module("helpers.experiments").__file__).parent
+    with_study = {p.stem for p in folder.glob("*.py")
+                  if hasattr(importlib.import_module(f"helpers.experiments.{p.stem}"), "study")}
+    assert with_study == set(SMALL), f"studies without a smoke test: {with_study - set(SMALL)}"
