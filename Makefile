@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv models test unit notebooks kernels strict-book book benchmarks clean
+.PHONY: all venv models toys test unit notebooks kernels strict-book book benchmarks clean
 
 all: book
 
@@ -38,6 +38,11 @@ $(CIRCUITSVIS_BUNDLE): $(BIN)/.installed
 models: $(BIN)/.installed
 	$(BIN)/python -m helpers.models smollm2-135m gemma3-270m
 
+# The MCQ toys (five seeds per layout) that six pages read, trained once into the results store; a page
+# that finds the store empty trains them itself (Colab), at about 80 s.
+toys: venv
+	$(BIN)/python -m helpers.experiments.mcq_toy_task
+
 unit: venv
 	$(BIN)/python -m pytest -q tests
 
@@ -46,7 +51,7 @@ unit: venv
 # every notebook a second time. The committed notebooks stay without outputs.
 # Not under _build/: nbmake skips every notebook with a _build folder in its path.
 STAGE := _executed
-notebooks: venv models $(CIRCUITSVIS_BUNDLE)
+notebooks: venv models toys $(CIRCUITSVIS_BUNDLE)
 	rm -rf $(STAGE) && mkdir -p $(STAGE)
 	cp -r _config.yml _toc.yml book notebooks _static $(STAGE)/
 	sed -i 's/^  execute_notebooks: cache /  execute_notebooks: "off" /' $(STAGE)/_config.yml
@@ -60,12 +65,13 @@ strict-book: notebooks
 # The toy models' claims again, under PyTorch's plain C++ kernels instead of the CPU's vectorised ones:
 # toys trained with other float kernels grow heads in other roles, and the pages' claims must hold anyway.
 kernels: venv models
+	ATEN_CPU_CAPABILITY=default $(BIN)/python -m helpers.experiments.mcq_toy_task
 	ATEN_CPU_CAPABILITY=default $(BIN)/python tests/notebooks/toy_cells.py notebooks/*.ipynb
 
 test: unit notebooks kernels strict-book
 
 # A page that fails to execute stops the build, and the last lines name it (never exit 0 with a broken page).
-book: venv models $(CIRCUITSVIS_BUNDLE)
+book: venv models toys $(CIRCUITSVIS_BUNDLE)
 	@mkdir -p _build
 	@set -o pipefail; $(BIN)/jupyter-book build . 2>&1 | tee _build/book.log || { \
 	  echo; echo "make book FAILED. Pages that did not execute (full log: _build/book.log):"; \

@@ -55,13 +55,13 @@ print(json.dumps({"started": started, "imported": imported, "booted": booted}))
 # load_model call costs on a fresh machine.
 COLD_CHILD = """
 import json, sys, time
-import torch, transformer_lens.model_bridge, helpers.models
+import torch, transformer_lens.model_bridge, helpers.model_cache, helpers.models
 torch.manual_seed(0)
 spec = helpers.models.get_spec(sys.argv[1])
-if helpers.models.verify_cache(helpers.models.cache_folder(spec)):
+if helpers.model_cache.verify_cache(helpers.model_cache.cache_folder(spec)):
     raise RuntimeError("the temporary cache already holds this model, so the load would not be cold")
 start = time.time()
-helpers.models.ensure_cached(spec)
+helpers.model_cache.ensure_cached(spec)
 cached = time.time()
 model = helpers.models.load_model(sys.argv[1])
 booted = time.time()
@@ -84,10 +84,10 @@ def read_cache_files(model_name: str) -> None:
 
     Cheaper than an untimed warm-up subprocess (~0.3 s instead of ~8 s for a full boot).
     """
-    import helpers.models  # light: it imports transformer_lens only when a model is loaded
+    import helpers.model_cache, helpers.models  # light: transformer_lens is imported only when a model is loaded
 
-    folder = helpers.models.cache_folder(helpers.models.get_spec(model_name))
-    if not helpers.models.verify_cache(folder):
+    folder = helpers.model_cache.cache_folder(helpers.models.get_spec(model_name))
+    if not helpers.model_cache.verify_cache(folder):
         raise RuntimeError(f"no warm cache for {model_name} in {folder}; run `make models` first")
     for path in folder.iterdir():
         with open(path, "rb") as handle:
