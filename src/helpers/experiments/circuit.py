@@ -47,7 +47,9 @@ def _pattern_scores(patterns: Tensor, data: tasks.TaskBatch) -> dict[str, Tensor
 @dataclass(frozen=True)
 class Study:
     """Heads found per role, and the logit difference the circuit keeps when every other head is
-    mean-ablated (ABC means), against the full model, everything ablated, and random circuits."""
+    mean-ablated (ABC means), against the full model, everything ablated, and two nulls of circuits of the
+    same size: heads drawn from all heads (``random_sets``), and heads drawn within the circuit's layers, as
+    many per layer (``layer_sets``: depth alone cannot explain a recovery that beats them)."""
 
     model: str
     roles: dict[str, tuple[Head, ...]]
@@ -56,6 +58,9 @@ class Study:
     nothing: stats.Estimate
     recovered: float
     random_recovered: Float[Tensor, "draw"]
+    random_sets: tuple[tuple[Head, ...], ...] = ()
+    layer_recovered: Float[Tensor, "draw"] = torch.empty(0)
+    layer_sets: tuple[tuple[Head, ...], ...] = ()
 
     @property
     def heads(self) -> list[Head]:
@@ -70,6 +75,7 @@ class Study:
             "all heads ablated": str(self.nothing),
             "recovered": f"{self.recovered:.2f}",
             "random circuits (max)": f"{self.random_recovered.max():.2f}" if len(self.random_recovered) else "not run",
+            "layer-matched circuits (max)": f"{self.layer_recovered.max():.2f}" if len(self.layer_recovered) else "not run",
         }
 
     n_total: int = 0
@@ -105,16 +111,19 @@ def recovery(model, roles: dict[str, Sequence[Head]], *, sizes: Sizes = Sizes(),
     data = ioi.ioi_data(model, n=sizes.check_prompts, seed=seed + 2)
     everything = ioi.all_heads_except([], n_layers, n_heads)
     draws = controls.uniform_sets(n_layers, n_heads, len(heads), sizes.n_random, seed=seed)  # from all heads
+    layer_draws = controls.layer_matched_sets(heads, n_heads, sizes.n_random, seed=seed + 1)
     sets = [[], ioi.all_heads_except(heads, n_layers, n_heads), everything]
-    sets += [ioi.all_heads_except(draw, n_layers, n_heads) for draw in draws]
+    sets += [ioi.all_heads_except(draw, n_layers, n_heads) for draw in draws + layer_draws]
     values = ioi.ablated_logit_diff(model, data, sets)
     full, circuit, nothing = values[0], values[1], values[2]
-    random_recovered = torch.tensor([ioi.recovered_fraction(v, full, nothing) for v in values[3:]])
+    fractions = torch.tensor([ioi.recovered_fraction(v, full, nothing) for v in values[3:]])
+    random_recovered, layer_recovered = fractions[:len(draws)], fractions[len(draws):]
     return Study(model=models.spec_of(model).name, roles={role: tuple(group) for role, group in roles.items()},
                         full=stats.bootstrap_ci(full, seed=seed), circuit=stats.bootstrap_ci(circuit, seed=seed),
                         nothing=stats.bootstrap_ci(nothing, seed=seed),
                         recovered=ioi.recovered_fraction(circuit, full, nothing), random_recovered=random_recovered,
-                        n_total=n_layers * n_heads)
+                        random_sets=tuple(tuple(d) for d in draws), layer_recovered=layer_recovered,
+                        layer_sets=tuple(tuple(d) for d in layer_draws), n_total=n_layers * n_heads)
 
 
 def published_lines(model, roles: dict[str, Sequence[Head]]) -> list[str]:

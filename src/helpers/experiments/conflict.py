@@ -437,7 +437,7 @@ def causal_check(model, prompts: ConflictPrompts, reference: ConflictPrompts, me
 
     Means are per position, over the conflict prompts of `reference` (other countries and
     counterfactuals, same template): an ablated head keeps its average output at each position
-    and loses what is specific to the country and the two capitals. Random sets avoid both top sets.
+    and loses what is specific to the country and the two capitals. Random sets are drawn from all heads.
     The p-values count the random draws that move the answers at least as far in the same direction.
     """
     memory_heads, context_heads = [tuple(h) for h in memory_heads], [tuple(h) for h in context_heads]
@@ -448,8 +448,7 @@ def causal_check(model, prompts: ConflictPrompts, reference: ConflictPrompts, me
         raise ValueError(f"reference prompts have {reference.conflict.shape[1]} tokens, the prompts "
                          f"{prompts.conflict.shape[1]}: per-position means need one template")
     means = capture.mean_head_outputs(model, reference.conflict, per_position=True)
-    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(memory_heads), n_random,
-                                  seed=seed, exclude=memory_heads + context_heads)
+    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(memory_heads), n_random, seed=seed)
     memory_ids, context_ids = prompts.memory_ids, prompts.context_ids
 
     def memory_preference(logits: Tensor, tokens: Tensor) -> Tensor:
@@ -461,7 +460,7 @@ def causal_check(model, prompts: ConflictPrompts, reference: ConflictPrompts, me
                                           last_position_only=True)  # [set, prompt]
     wins = context_wins(values[:3]).float()
     names = ("clean", "memory heads ablated", "context heads ablated")
-    null = f"{len(memory_heads)} other heads at random (neither top set)"
+    null = f"{len(memory_heads)} heads drawn from all heads"
 
     def check(rows: Tensor, found: list[Head], metric_name: str) -> controls.CausalCheck:
         return controls.check_from_values(rows, found, metric_name=metric_name, mode="mean-ablated", null=null,

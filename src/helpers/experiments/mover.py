@@ -406,15 +406,15 @@ def causal_check(model, batches: Sequence[FactBatch], references: Sequence[FactB
     The metric is `answer_lead` (answer logit minus the mean logit of the other candidates) at END. Means are
     per position over each relation's `references` batch (other facts, same template), so an ablated head
     keeps its average output and loses what is specific to the subject. Reported values are *drops*
-    (clean minus ablated; positive = the model loses the fact); random sets never contain a top head.
+    as changes (ablated minus clean; negative = the model loses the fact); the random sets are drawn from all
+    heads, so a draw may hold a mover.
     """
     heads = [tuple(head) for head in heads]
     if not heads or len(set(heads)) != len(heads):
         raise ValueError(f"pass distinct (layer, head) pairs to ablate; got {heads}")
     if len(batches) != len(references):
         raise ValueError(f"one reference batch per relation: got {len(batches)} batches, {len(references)} references")
-    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random,
-                                  seed=seed, exclude=heads)
+    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random, seed=seed)
     values = []
     for batch, reference in zip(batches, references):
         if reference.tokens.shape[1] != batch.tokens.shape[1]:
@@ -430,7 +430,7 @@ def causal_check(model, batches: Sequence[FactBatch], references: Sequence[FactB
                                                    means=means, last_position_only=True))  # [set, prompt]
     values = torch.cat(values, dim=1)  # [set, prompt] answer leads
     return controls.check_from_values(values, heads, metric_name="answer's lead over the other candidates (logits)",
-                                      mode="mean-ablated", null=f"{len(heads)} other heads at random", seed=seed,
+                                      mode="mean-ablated", null=f"{len(heads)} heads drawn from all heads", seed=seed,
                                       larger_is_stronger=False)
 
 
