@@ -105,3 +105,20 @@ def test_gate_passes_only_when_the_current_word_matters():
     assert acronyms.acronym_gate(reading, twin, data).gate.passed
     assert acronyms.acronym_gate(reading, twin, data).accuracy.mean == 1.0
     assert not acronyms.acronym_gate(clean, clean, data).gate.passed  # ignoring C3: no difference
+
+
+def test_mapping_at_layer_inputs_reads_each_layer_its_own_residual():
+    from helpers import ov
+
+    # Two layers, one head each, identity OV everywhere: a head writes the direction it reads. Layer 0 is fed
+    # the partners' own directions, layer 1 their successors', so only layer 0 maps sources to partners.
+    d, eye = 6, torch.eye(6)
+    weights = ov.OVWeights(embed=eye, ln_gain=torch.ones(2, d), w_v=eye.expand(2, 1, d, d).clone(),
+                           w_o=eye.expand(2, 1, d, d).clone(), post_gain=None, final_gain=torch.ones(d),
+                           unembed=eye)
+    partners, candidates = torch.tensor([0, 2, 4, 2]), torch.arange(6)
+    inputs = [eye[partners] * 2.0, eye[(partners + 1) % 6]]
+    scores = acronyms.mapping_at_layer_inputs(weights, inputs, partners, candidates)
+    assert scores.shape == (2, 1) and scores[0, 0].item() == 1.0 and scores[1, 0].item() == 0.0
+    with pytest.raises(ValueError, match="one residual per layer"):
+        acronyms.mapping_at_layer_inputs(weights, inputs[:1], partners, candidates)

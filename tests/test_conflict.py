@@ -175,3 +175,46 @@ def test_the_table_has_over_100_distinct_countries_and_no_capital_named_like_its
     countries = [country for country, _ in conflict.COUNTRY_CAPITALS]
     assert len(countries) >= 100 and len(set(countries)) == len(countries)
     assert all(capital != country for country, capital in conflict.COUNTRY_CAPITALS)
+
+
+def test_a_prompt_format_words_the_three_forms_around_one_question():
+    from helpers.experiments.conflict import PromptFormat
+
+    fmt = PromptFormat("statement, one example", "The capital of {country} is",
+                       preamble="The capital of Japan is Tokyo.\n", example=("Japan", "Tokyo"))
+    assert fmt.text("memory_only", "France", "Paris", "Rome") == "The capital of Japan is Tokyo.\nThe capital of France is"
+    assert fmt.text("conflict", "France", "Paris", "Rome") == (
+        "The capital of Japan is Tokyo.\nThe capital of France is Rome. The capital of France is")
+    assert fmt.text("agreeing", "France", "Paris", "Rome").count("Paris") == 1
+    with pytest.raises(KeyError, match="form must be one of"):
+        fmt.text("other", "France", "Paris", "Rome")
+
+
+def test_format_rows_survive_the_results_store_round_trip():
+    from helpers import stats
+    from helpers.experiments import conflict_formats as cf
+
+    estimate = stats.Estimate(mean=0.5, lower=0.4, upper=0.6, n=10)
+    row = cf.FormatRow("Q/A", estimate, estimate, (("France", "Paris"), ("Italy", "Rome")),
+                       {"memory": estimate, "context": estimate, "other": estimate}, estimate, torch.ones(2, 3))
+    back = cf._row(cf._state(row))
+    assert back.known == row.known and back.top1 == row.top1 and back.recall == row.recall
+    assert torch.equal(back.dla, row.dla)
+    empty = cf.FormatRow("statement", estimate, estimate, (), None, None, None)
+    assert cf._row(cf._state(empty)) == empty
+
+
+def test_a_study_reports_which_heads_keep_their_role_in_each_measured_format():
+    from helpers import stats
+    from helpers.experiments import conflict_formats as cf
+
+    estimate = stats.Estimate(mean=0.5, lower=0.4, upper=0.6, n=10)
+    dla = torch.tensor([[1.0, -1.0], [0.5, 0.2]])
+    rows = (cf.FormatRow("a", estimate, estimate, (), {"memory": estimate, "context": estimate, "other": estimate},
+                         estimate, dla),
+            cf.FormatRow("b", estimate, estimate, (), None, None, None))
+    study = cf.Study(model="m", rows=rows)
+    assert study.keeps([(0, 0), (0, 1)], "memory") == {"a": [True, False]}
+    assert study.keeps([(0, 1)], "context") == {"a": [True]}
+    with pytest.raises(ValueError, match="role must be"):
+        study.keeps([(0, 0)], "neither")

@@ -102,3 +102,15 @@ def test_negative_name_movers_need_io_attention_and_a_real_negative_effect():
     read = ioi.IOIRead(dla=dla, to_io=to_io, to_s=to_s, to_s2=to_s, logit_diff=torch.zeros(3))
     # L1H0 is more negative than the threshold but looks at S; L0H1 looks at the IO but does almost nothing
     assert cs.negative_name_movers(read, k=4) == [(0, 0)]
+
+
+def test_ov_detector_and_ranks_use_the_effective_strength_and_keep_the_raw_one():
+    # 20 heads: the effective strengths make head (0, 0) the most negative, the raw ones make it the most positive.
+    effective = torch.linspace(-1.0, 1.0, 20).reshape(2, 10)
+    screen = cs.ProseScreen(scores=torch.zeros(2, 10), control=torch.zeros(2, 10), ov_strength=effective,
+                            ov_raw_strength=-effective)
+    assert screen.ov_detected == [(0, 0), (0, 1)]  # the 10 % most negative of 20 heads
+    assert screen.ov_rank((0, 0)) == 1 and screen.ov_rank((0, 0), raw=True) == 20
+    no_raw = cs.ProseScreen(scores=torch.zeros(2, 10), control=torch.zeros(2, 10), ov_strength=effective)
+    with pytest.raises(ValueError, match="no raw-embedding"):
+        no_raw.ov_rank((0, 0), raw=True)

@@ -224,3 +224,14 @@ def test_findings_table_has_one_row_per_study():
     gate = SimpleNamespace(passed=False)
     table = findings_table(copying.Study("a", gate, screen, None), copying.Study("b", gate, screen, None))
     assert list(table.index) == ["a", "b"] and table.loc["a", "top-k ablation effect"] == "not run"
+
+
+def test_the_copying_ablation_reports_the_difference_in_differences_against_the_unrepeated_control(tiny_gpt2):
+    sizes = copying.Sizes(ablation_prompts=3, ablation_half_len=4, n_random=4)
+    ablation = copying.copying_ablation(tiny_gpt2, [(0, 0), (1, 1)], sizes=sizes, seed=0)
+    rep, ctl, did = ablation.repeated, ablation.unrepeated, ablation.specific
+    # a mean of differences is the difference of means: the DiD is the repeated change minus the control's
+    assert abs(did.top.mean - (rep.top.mean - ctl.top.mean)) < 1e-5
+    assert torch.allclose(did.draws, rep.draws - ctl.draws, atol=1e-5)
+    assert did.n_draws == rep.n_draws == ctl.n_draws == 4
+    assert "heads drawn from all heads" in did.null and "repeated minus unrepeated" in did.metric_name

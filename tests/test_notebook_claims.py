@@ -24,15 +24,18 @@ def cells(path: Path) -> list[dict]:
 
 
 def findings_bullets(path: Path) -> list[str]:
-    """The bullets of the page's Findings section (from its heading to the next level-2 heading)."""
-    text, inside = [], False
+    """The bullets of the page's Findings section (from its heading to the next level-2 heading), outside
+    fenced blocks (the "How this differs from the paper" box is a list of differences, not of findings)."""
+    text, inside, fenced = [], False, False
     for cell in cells(path):
         source = "".join(cell["source"])
         if cell["cell_type"] == "markdown":
             for line in source.splitlines():
-                if line.startswith("## "):
+                if line.startswith("```"):
+                    fenced = not fenced
+                elif line.startswith("## ") and not fenced:
                     inside = line.strip() == "## Findings"
-                elif inside:
+                elif inside and not fenced:
                     text.append(line)
     bullets, current = [], None
     for line in text:

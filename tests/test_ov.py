@@ -100,3 +100,40 @@ def test_copying_from_vectors_matches_the_embedding_version(tiny_llama_gqa):
     torch.testing.assert_close(from_vectors, from_embedding)
     with pytest.raises(ValueError, match="one row per token"):
         ov.copying_from_vectors(model, model.W_E[ids[:3]].detach(), ids)
+
+
+def test_vector_readings_follow_the_vectors_not_the_embedding():
+    # Identity OV: the head writes whatever direction it reads. Embedding rows are the tokens themselves,
+    # but the vectors fed in are each token's successor, so a copying head now "maps" i to i + 1.
+    weights = _weights(torch.eye(6)[None], heads=1)
+    tokens = torch.arange(6)
+    same = weights.embed[tokens]
+    torch.testing.assert_close(ov.mapping_from_vectors(weights, same, tokens, tokens),
+                               ov.ov_mapping_scores(weights, tokens, tokens, tokens))
+    torch.testing.assert_close(ov.diagonal_strength_from_vectors(weights, same, tokens),
+                               ov.ov_diagonal_strength(weights, tokens))
+    shifted = weights.embed[(tokens + 1) % 6]
+    assert ov.mapping_from_vectors(weights, shifted, tokens, tokens)[0, 0].item() == 0.0
+    assert ov.mapping_from_vectors(weights, shifted, (tokens + 1) % 6, tokens)[0, 0].item() == 1.0
+    assert ov.diagonal_strength_from_vectors(weights, -same, tokens)[0, 0].item() < 0  # reads the negation
+    assert ov.partner_strength_from_vectors(weights, shifted, (tokens + 1) % 6, tokens)[0, 0].item() > 0
+    with pytest.raises(ValueError, match="one row per partner"):
+        ov.mapping_from_vectors(weights, same[:3], tokens, tokens)
+    with pytest.raises(ValueError, match="duplicates"):
+        ov.mapping_from_vectors(weights, same[:2], [0, 1], [0, 0, 1])
+
+
+def test_effective_embedding_is_the_residual_after_block_zero(tiny_llama_gqa):
+    from helpers import capture
+
+    model = tiny_llama_gqa
+    ids = torch.tensor([3, 5, 7])
+    vectors = ov.effective_embedding(model, ids)
+    assert vectors.shape == (3, model.cfg.d_model) and vectors.dtype == torch.float32
+    prompts = ids[:, None]
+    if model.cfg.default_prepend_bos:
+        prompts = torch.cat([torch.full_like(prompts, model.tokenizer.bos_token_id), prompts], dim=1)
+    torch.testing.assert_close(vectors, capture.residual_at_end(model, prompts, [0])[0].float().cpu())
+    assert not torch.allclose(vectors, model.W_E[ids].detach().float().cpu())  # block 0 changed them
+    with pytest.raises(ValueError, match="empty"):
+        ov.effective_embedding(model, [])

@@ -136,6 +136,11 @@ class CausalCheck:
     def strongest_draw(self) -> float:
         return float(self.draws.max() if self.larger_is_stronger else self.draws.min())
 
+    def draws_summary(self) -> str:
+        """The null in a table cell: ``median +0.01, strongest -1.43 of 20; p = 0.048``."""
+        return (f"median {self.quantile(0.5):+.2f}, strongest {self.strongest_draw:+.2f} of {self.n_draws}; "
+                f"p = {self.p_value:.3f}")
+
     def summary(self) -> str:
         return (f"{self.mode} {heads.labels(self.heads)}: {self.metric_name} changes by {self.top}; "
                 f"{self.n_draws} draws ({self.null}): median {self.quantile(0.5):+.3g}, 95th percentile "

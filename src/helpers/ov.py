@@ -286,3 +286,73 @@ def copying_from_vectors(model: Source, vectors: Float[Tensor, "n d_model"], tok
     read = weights.unembed[:, tokens.to(weights.unembed.device)].float().cpu() * weights.final_gain[:, None]
     table = torch.stack([_layer_logits(weights, layer, source, read) for layer in range(weights.n_layers)])
     return (table.argmax(-1) == torch.arange(tokens.numel())).float().mean(-1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Readings through the vectors a head actually reads (issue 9: never raw W_E alone).
+
+
+@torch.no_grad()
+def effective_embedding(model: TransformerBridge, ids: Sequence[int] | Tensor) -> Float[Tensor, "n d_model"]:
+    """The residual stream after block 0 of each token read alone (after BOS if the model prepends one).
+
+    This is the "effective embedding" of Wang et al. and McDougall et al.: the token once the first
+    attention layer and MLP have acted on it, which is what later heads read where a token sits (the
+    same reading as the name mover page). Float32, on the CPU, one row per id.
+    """
+    from helpers import capture  # local import: capture is not needed for the weight-only readings
+
+    ids = torch.as_tensor(ids, dtype=torch.long).flatten().cpu()
+    if ids.numel() == 0:
+        raise ValueError("ids is empty: give at least one token id")
+    prompts = ids[:, None]
+    if model.cfg.default_prepend_bos:
+        prompts = torch.cat([torch.full_like(prompts, model.tokenizer.bos_token_id), prompts], dim=1)
+    return capture.residual_at_end(model, prompts, [0])[0].float().cpu()
+
+
+def _vector_table(weights: OVWeights, vectors: Float[Tensor, "n d_model"], targets: Tensor
+                  ) -> Float[Tensor, "layer head n m"]:
+    source = _normalise(vectors.float().cpu(), weights)
+    read = weights.unembed[:, targets.to(weights.unembed.device)].float().cpu() * weights.final_gain[:, None]
+    return torch.stack([_layer_logits(weights, layer, source, read) for layer in range(weights.n_layers)])
+
+
+def _vector_mapping_table(model: Source, vectors: Tensor, partners, candidates
+                          ) -> tuple[Float[Tensor, "layer head n c"], Int[Tensor, "n"]]:
+    weights = _weights(model)
+    partners = _ids(partners, "partners", weights.unembed.shape[1])
+    candidates = _ids(candidates, "candidates", weights.unembed.shape[1])
+    if vectors.ndim != 2 or vectors.shape[0] != partners.numel():
+        raise ValueError(f"vectors must be [n, d_model] with one row per partner ({partners.numel()}); "
+                         f"got {tuple(vectors.shape)}")
+    if torch.unique(candidates).numel() != candidates.numel():
+        raise ValueError("candidates contain duplicates; pass each candidate token once")
+    return _vector_table(weights, vectors, candidates), _partner_columns(partners, candidates)
+
+
+@torch.no_grad()
+def mapping_from_vectors(model: Source, vectors: Float[Tensor, "n d_model"], partners: Sequence[int] | Tensor,
+                         candidates: Sequence[int] | Tensor) -> Float[Tensor, "layer head"]:
+    """`ov_mapping_scores` with residual vectors in place of ``W_E``: `vectors[i]` is what the head reads
+    for the i-th source (e.g. `effective_embedding(model, sources)`), `partners[i]` what it should write."""
+    table, column = _vector_mapping_table(model, vectors, partners, candidates)
+    return (table.argmax(-1) == column).float().mean(-1)
+
+
+@torch.no_grad()
+def partner_strength_from_vectors(model: Source, vectors: Float[Tensor, "n d_model"],
+                                  partners: Sequence[int] | Tensor, candidates: Sequence[int] | Tensor
+                                  ) -> Float[Tensor, "layer head"]:
+    """`ov_partner_strength` with residual vectors in place of ``W_E`` (see `mapping_from_vectors`)."""
+    table, column = _vector_mapping_table(model, vectors, partners, candidates)
+    own = table.gather(-1, column.expand(*table.shape[:2], -1)[..., None])[..., 0]
+    others = (table.sum(-1) - own) / max(table.shape[-1] - 1, 1)
+    return (own - others).mean(-1)
+
+
+def diagonal_strength_from_vectors(model: Source, vectors: Float[Tensor, "n d_model"],
+                                   tokens: Sequence[int] | Tensor) -> Float[Tensor, "layer head"]:
+    """`ov_diagonal_strength` with residual vectors in place of ``W_E``: positive copies, negative suppresses."""
+    tokens = torch.as_tensor(tokens, dtype=torch.long).flatten()
+    return partner_strength_from_vectors(model, vectors, tokens, tokens)

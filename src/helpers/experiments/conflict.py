@@ -82,6 +82,37 @@ CONTEXT_SENTENCE = "The capital of {country} is {capital}. "
 SELECTION = "Q: Which city is the capital of {country}? A:"  # another phrasing, used only to pick known pairs
 
 
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a conflict prompt is worded: ``preamble + context sentence + question``.
+
+    Attributes:
+        name: what a table calls it.
+        question: ends where the capital comes (the capital follows with a leading space); a ``{country}`` slot.
+        context: the context sentence, with ``{country}`` and ``{capital}``, ending with a space.
+        preamble: text before the context sentence, e.g. one solved example, so the context stays next to
+            the question.
+        example: the (country, capital) the preamble uses; left out of the prompts.
+    """
+
+    name: str
+    question: str
+    context: str = CONTEXT_SENTENCE
+    preamble: str = ""
+    example: Pair | None = None
+
+    def text(self, form: str, country: str, memory: str, context: str) -> str:
+        """The prompt in `form` ("memory_only", "conflict" or "agreeing")."""
+        prefix = {"memory_only": "", "conflict": self.context.format(country=country, capital=context),
+                  "agreeing": self.context.format(country=country, capital=memory)}
+        if form not in prefix:
+            raise KeyError(f"form must be one of {sorted(prefix)}; got {form!r}")
+        return self.preamble + prefix[form] + self.question.format(country=country)
+
+
+QA = PromptFormat("Q/A", QUESTION)  # the pages' format
+
+
 # --------------------------------------------------------------------------------------------------
 # Prompts
 
@@ -138,24 +169,20 @@ class ConflictPrompts:
     agreeing: Int[Tensor, "batch conflict_pos"]
     memory_ids: Int[Tensor, "batch"]
     context_ids: Int[Tensor, "batch"]
+    fmt: PromptFormat = QA
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def text(self, form: str, index: int = 0) -> str:
         """The prompt of row `index` in `form` ("memory_only", "conflict" or "agreeing"), as text."""
-        country, memory, context = self.rows[index]
-        question = QUESTION.format(country=country)
-        prefix = {"memory_only": "", "conflict": CONTEXT_SENTENCE.format(country=country, capital=context),
-                  "agreeing": CONTEXT_SENTENCE.format(country=country, capital=memory)}
-        if form not in prefix:
-            raise KeyError(f"form must be one of {sorted(prefix)}; got {form!r}")
-        return prefix[form] + question
+        return self.fmt.text(form, *self.rows[index])
 
 
 def conflict_prompts(model, countries: Sequence[Pair], *, n: int, seed: int,
-                     counterfactuals: Sequence[Pair] | None = None) -> ConflictPrompts:
-    """`n` seeded prompts about `countries` (cycled in a shuffled order), each with a counterfactual capital.
+                     counterfactuals: Sequence[Pair] | None = None, fmt: PromptFormat = QA) -> ConflictPrompts:
+    """`n` seeded prompts about `countries` (cycled in a shuffled order), each with a counterfactual capital,
+    worded as `fmt` says.
 
     The counterfactual is drawn from the capitals of `counterfactuals` (default: `countries`), never
     the country's own, so that every context answer is a real capital the model could also produce.
@@ -173,11 +200,9 @@ def conflict_prompts(model, countries: Sequence[Pair], *, n: int, seed: int,
         for country, capital in order[:n - len(rows)]:
             context = rng.choice([other for _, other in pool if other != capital])
             rows.append((country, capital, context))
-    batch = ConflictPrompts(rows=tuple(rows), memory_only=torch.empty(0), conflict=torch.empty(0),
-                            agreeing=torch.empty(0), memory_ids=torch.empty(0), context_ids=torch.empty(0))
-    forms = {form: tokenize_prompts(model, [batch.text(form, i) for i in range(n)])
+    forms = {form: tokenize_prompts(model, [fmt.text(form, *row) for row in rows])
              for form in ("memory_only", "conflict", "agreeing")}
-    return ConflictPrompts(rows=tuple(rows), **forms,
+    return ConflictPrompts(rows=tuple(rows), **forms, fmt=fmt,
                            memory_ids=capital_ids(model, [(c, m) for c, m, _ in rows]),
                            context_ids=capital_ids(model, [(c, x) for c, _, x in rows]))
 
@@ -521,8 +546,7 @@ class Study:
                 f"{self.answers.memory_only_share.mean:.0%} / {self.answers.context_share}",
             f"top {kind} heads (DLA)": labels(top, self.screen.conflict),
             "ablation effect (logit diff)": str(check.top),
-            "random heads": str(check.random),
-            "p vs random": round(check.p_value, 3),
+            "random heads (from all heads)": check.draws_summary(),
             "context share change": str(self.ablation.share_change[ablated]),
         }
 

@@ -201,13 +201,16 @@ class ProseScreen:
     Rank criterion (heads.md §10.1: ranks, not an absolute threshold tuned elsewhere): a head passes
     when it is among the `k` most negative copy-suppression scores, below the 5th percentile of the
     control scores over all heads, and more negative than its own control score. The OV detector, run
-    beside it, flags the 10 % of heads with the most negative OV diagonal strength.
+    beside it, flags the 10 % of heads with the most negative OV diagonal strength, each token read
+    through its effective embedding (the residual after block 0 of the token alone, as McDougall et al.
+    read it through MLP0); ``ov_raw_strength`` is the same strength from the raw token embedding ``W_E``.
     """
 
     scores: Float[Tensor, "layer head"]
     control: Float[Tensor, "layer head"]
     ov_strength: Float[Tensor, "layer head"]
     k: int = 3
+    ov_raw_strength: Float[Tensor, "layer head"] | None = None
 
     @property
     def control_cutoff(self) -> float:
@@ -222,9 +225,12 @@ class ProseScreen:
         cut = self.control_cutoff
         return [h for h in self.top() if self.scores[h].item() < min(cut, self.control[h].item())]
 
-    def ov_rank(self, head: Head) -> int:
-        """1 = the most negative OV diagonal strength of the model."""
-        return int((self.ov_strength < self.ov_strength[head]).sum().item()) + 1
+    def ov_rank(self, head: Head, *, raw: bool = False) -> int:
+        """1 = the most negative OV diagonal strength of the model (`raw`: from ``W_E`` instead)."""
+        strength = self.ov_raw_strength if raw else self.ov_strength
+        if strength is None:
+            raise ValueError("this screen has no raw-embedding OV strengths")
+        return int((strength < strength[head]).sum().item()) + 1
 
     @property
     def ov_detected(self) -> list[Head]:
@@ -235,13 +241,17 @@ class ProseScreen:
 
 def prose_screen(model: TransformerBridge, *, windows: int, length: int, ov_tokens: int, k: int, seed: int
                  ) -> tuple[ProseScreen, tasks.TaskBatch, ProseRead]:
-    """Copy-suppression scores on `windows` windows of prose; OV strengths on the first `ov_tokens` distinct tokens."""
+    """Copy-suppression scores on `windows` windows of prose; OV strengths (effective embedding, and raw
+    ``W_E``) on `ov_tokens` distinct tokens of the windows."""
     batch = tasks.natural_text(model, batch=windows, length=length, seed=seed)
     read = read_prose(model, batch.tokens, seed=seed)
     vocab = batch.tokens[:, 1:].unique()
     vocab = vocab[torch.randperm(len(vocab), generator=torch.Generator().manual_seed(seed))[:ov_tokens]]
+    weights = ov.ov_weights(model)
+    effective = ov.effective_embedding(model, vocab)
     return ProseScreen(scores=read.scores(), control=read.control_scores(),
-                       ov_strength=ov.ov_diagonal_strength(model, vocab), k=k), batch, read
+                       ov_strength=ov.diagonal_strength_from_vectors(weights, effective, vocab), k=k,
+                       ov_raw_strength=ov.ov_diagonal_strength(weights, vocab)), batch, read
 
 
 @dataclass(frozen=True)
@@ -334,9 +344,9 @@ class Study:
             "OV rank of those heads": ", ".join(f"{label(h)} {self.screen.ov_rank(h)}" for h in self.screen.passing)
                                       or "-",
             "ablate top NNM: logit diff": str(self.ioi.top) if self.ioi else "not run",
-            "random heads (IOI)": str(self.ioi.random) if self.ioi else "not run",
+            "random heads (IOI)": self.ioi.draws_summary() if self.ioi else "not run",
             "ablate top CS head: log P(attended)": str(self.prose.check.top) if self.prose else "not run",
-            "random heads (prose)": str(self.prose.check.random) if self.prose else "not run",
+            "random heads (prose)": self.prose.check.draws_summary() if self.prose else "not run",
         }
 
 

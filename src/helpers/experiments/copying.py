@@ -2,7 +2,8 @@
 
 A random token sequence repeated twice can be predicted on its second copy only by looking back; the
 control is the same prompt with a fresh second half. This module holds what both pages share: the
-behaviour gate, the per-prompt metric, the copying ablation and the `Study` record.
+behaviour gate, the per-prompt metric, the copying ablation (with its specificity control: the same
+ablation on the unrepeated prompts, and the difference in differences) and the `Study` record.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from helpers import capture, controls, heads, scores, stats, tasks
+from helpers import capture, controls, heads, interventions, scores, stats, tasks
 from helpers.heads import Head
 from helpers.screens import Screen
 
@@ -82,6 +83,7 @@ class Study:
     gate: stats.GateResult
     screen: Screen
     check: controls.CausalCheck | None  # None when the gate failed: no head hunting without the behaviour
+    specific: controls.CausalCheck | None = None  # the difference in differences (`CopyingAblation.specific`)
 
     def row(self) -> dict[str, object]:
         """One row of a findings table."""
@@ -93,7 +95,9 @@ class Study:
             "heads passing (score)": found + (f" +{len(passing) - 5} more" if len(passing) > 5 else ""),
             "control 95th pct": round(self.screen.null_cutoff, 2),
             "top-k ablation effect": str(self.check.top) if self.check else "not run",
-            "random-k effect": str(self.check.random) if self.check else "not run",
+            "random-k effect (from all heads)": self.check.draws_summary() if self.check else "not run",
+            "copying-specific effect (p)": (f"{self.specific.top} (p = {self.specific.p_value:.3f})"
+                                            if self.specific else "not run"),
         }
 
 
@@ -102,18 +106,49 @@ def copying_gate(model: TransformerBridge, *, sizes: Sizes, seed: int) -> stats.
     return repeated_tokens_gate(model, batch, seed=seed)
 
 
-def copying_ablation(model: TransformerBridge, found: Sequence[Head], *, sizes: Sizes, seed: int) -> controls.CausalCheck:
-    """Mean-ablate `found` (vs random heads) and measure the loss on the second copy of repeated tokens.
+@dataclass(frozen=True)
+class CopyingAblation:
+    """One mean ablation of `found` and of each drawn set, measured on two tasks.
+
+    Attributes:
+        repeated: change of the loss on the second copy of repeated tokens.
+        unrepeated: the same ablations on the control prompts (a fresh second half: nothing to copy).
+        specific: the difference in differences, (repeated - unrepeated) change per prompt; what the heads
+            do for copying beyond what they do for any next-token prediction, ranked among the same draws.
+    """
+
+    repeated: controls.CausalCheck
+    unrepeated: controls.CausalCheck
+    specific: controls.CausalCheck
+
+    def summary(self) -> str:
+        return (f"repeated: {self.repeated.summary()}\nunrepeated: {self.unrepeated.summary()}\n"
+                f"difference in differences: {self.specific.summary()}")
+
+
+def copying_ablation(model: TransformerBridge, found: Sequence[Head], *, sizes: Sizes, seed: int) -> CopyingAblation:
+    """Mean-ablate `found`, and sets of as many heads drawn from all heads, and measure the loss on the second
+    half of repeated tokens and of the unrepeated control (one batched call per task).
 
     Means come from unrepeated random tokens, so an ablated head outputs what it writes on text
     where there is nothing to copy.
     """
+    found = [tuple(head) for head in found]
     batch = tasks.repeated_tokens(model, batch=sizes.ablation_prompts, half_len=sizes.ablation_half_len,
                                   seed=seed)
     reference = tasks.random_tokens(model, batch=sizes.ablation_prompts, length=2 * sizes.ablation_half_len,
                                     seed=seed + 1)
-    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(found), sizes.n_random, seed=seed,
-                                  exclude=found)
-    return controls.ablation_check(model, batch.tokens, found, repeated_half_metric(batch), draws=draws,
-                                   null=f"{len(found)} other heads at random", metric_name="loss on the second copy",
-                                   seed=seed, mode="mean", means=capture.mean_head_outputs(model, reference.tokens))
+    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(found), sizes.n_random, seed=seed)
+    means = capture.mean_head_outputs(model, reference.tokens)
+    metric = repeated_half_metric(batch)
+    values = {name: interventions.ablated_metric(model, tokens, [[], found, *draws], metric, mode="mean", means=means)
+              for name, tokens in (("repeated", batch.tokens), ("unrepeated", batch.corrupted))}  # [set, prompt]
+    null = f"{len(found)} heads drawn from all heads"
+
+    def check(rows: Tensor, metric_name: str) -> controls.CausalCheck:
+        return controls.check_from_values(rows, found, metric_name=metric_name, mode="mean-ablated", null=null, seed=seed)
+
+    return CopyingAblation(
+        repeated=check(values["repeated"], "loss on the second copy"),
+        unrepeated=check(values["unrepeated"], "loss on the unrepeated second half"),
+        specific=check(values["repeated"] - values["unrepeated"], "loss, repeated minus unrepeated second half"))

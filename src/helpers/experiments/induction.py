@@ -33,8 +33,9 @@ def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) ->
     """Gate, screen and copying ablation of the top heads, as the induction page runs them."""
     gate = copying_gate(model, sizes=sizes, seed=seed)
     found = screen(model, prompts=sizes.screen_prompts, half_len=sizes.screen_len // 2, seed=seed + 10)
-    check = copying_ablation(model, found.top(sizes.top_k), sizes=sizes, seed=seed + 20) if gate.passed else None
-    return Study(model=models.spec_of(model).name, gate=gate, screen=found, check=check)
+    ablation = copying_ablation(model, found.top(sizes.top_k), sizes=sizes, seed=seed + 20) if gate.passed else None
+    return Study(model=models.spec_of(model).name, gate=gate, screen=found, check=ablation and ablation.repeated,
+                 specific=ablation and ablation.specific)
 
 
 # --------------------------------------------------------------------------------------------------

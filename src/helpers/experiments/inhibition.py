@@ -54,7 +54,7 @@ class Study:
                                            or "none") + (f" +{len(self.inhibitors) - 3} more" if len(self.inhibitors) > 3 else ""),
             "largest random single shift": f"{self.cutoff:+.3f}",
             "joint shift, top-k": str(self.joint.top) if self.joint else "not run",
-            "joint shift, random-k": str(self.joint.random) if self.joint else "not run",
+            "joint shift, random-k": self.joint.draws_summary() if self.joint else "not run",
             "logit diff change, top-k": str(self.joint_logit.top) if self.joint_logit else "not run",
         }
 

@@ -491,7 +491,7 @@ class Study:
                 f"{label(h)} ({self.screen.score[h]:.2f}; {self.screen.nonce_score[h]:.2f})" for h in self.ablation.heads),
             "nonce null cutoff": round(self.screen.null_cutoff, 3),
             "change when ablated (top)": str(self.ablation.top),
-            "change (random sets)": str(self.ablation.random),
+            "change (random sets)": self.ablation.draws_summary(),
             "p vs random": round(self.ablation.p_value, 3),
             "mover role": "present" if self.present else "absent",
         }

@@ -64,7 +64,7 @@ class Study:
             "attention END→IO / END→S": ", ".join(f"{to_io[h]:.2f} / {to_s[h]:.2f}" for h in self.movers),
             "OV copying (effective embedding)": ", ".join(f"{self.copying[h]:.2f}" for h in self.movers),
             "path patching, top-k": str(self.path.top) if self.path else "not run",
-            "path patching, random-k": str(self.path.random) if self.path else "not run",
+            "path patching, random-k": self.path.draws_summary() if self.path else "not run",
         }
 
 

@@ -175,6 +175,7 @@ class Sizes:
     prompts: int = 50
     top_k: int = 3
     n_random: int = 10
+    pool: int = 12  # the control knocks out heads drawn from this many heads of largest |direct effect|
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,17 @@ class Study:
         }
 
 
+def knockout_control(model, data, read, movers: Sequence[Head], *, means, sizes: Sizes = Sizes(),
+                     seed: int = 0) -> RiseControl:
+    """The rises after knocking out `sizes.n_random` sets of as many heads as `movers`, drawn from the
+    `sizes.pool` heads of largest mean |direct effect| (`controls.score_matched_sets`; a draw may hold name
+    movers). Knocking out inert heads leaves nothing to repair, so the null removes heads that matter as much."""
+    dla = read.dla.mean(-1)
+    draws = controls.score_matched_sets(movers, dla, sizes.n_random, seed=seed + 1, pool=sizes.pool)
+    return rise_control(read.dla, [ioi.dla_after_ablation(model, data, d, means=means).dla for d in draws], draws,
+                        seed=seed)
+
+
 def study(model, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
     """Gate, name movers, knockout and random control on `model`: what the page shows, in one call."""
     data = ioi.ioi_data(model, n=sizes.prompts, seed=seed)
@@ -229,10 +241,7 @@ def study(model, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
         return Study(model=name, gate=gate, name_movers=(), dla=read.dla.mean(-1), rise=None, repair=None, control=None)
     means = ioi.abc_means(model, data)
     after = ioi.dla_after_ablation(model, data, movers, means=means)
-    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(movers), sizes.n_random,
-                                  seed=seed + 1, exclude=movers)
-    control = rise_control(read.dla, [ioi.dla_after_ablation(model, data, d, means=means).dla for d in draws],
-                           draws, seed=seed)
+    control = knockout_control(model, data, read, movers, means=means, sizes=sizes, seed=seed)
     return Study(model=name, gate=gate, name_movers=tuple(movers), dla=read.dla.mean(-1),
                  rise=dla_rise(read.dla, after.dla, movers),
                  repair=account(read.dla, read.logit_diff, after.dla, after.logit_diff, movers, seed=seed),

@@ -443,7 +443,7 @@ class Study:
             "order swap: top-k kept, rank corr.": f"{self.screen.overlap}/{self.screen.top_k}, "
                                                   f"{self.screen.rank_correlation:.2f}",
             "top-k ablation effect": str(self.check.top) if self.check else "not run (no negative bias)",
-            "random-k effect": str(self.check.random) if self.check else "not run (no negative bias)",
+            "random-k effect": self.check.draws_summary() if self.check else "not run (no negative bias)",
         }
 
 
