@@ -114,3 +114,14 @@ def test_ov_detector_and_ranks_use_the_effective_strength_and_keep_the_raw_one()
     no_raw = cs.ProseScreen(scores=torch.zeros(2, 10), control=torch.zeros(2, 10), ov_strength=effective)
     with pytest.raises(ValueError, match="no raw-embedding"):
         no_raw.ov_rank((0, 0), raw=True)
+
+
+def test_a_head_passes_the_prose_rule_only_below_every_heads_control_score():
+    scores = torch.tensor([[-0.9, -0.3, -0.1], [0.2, -0.25, -0.6]])
+    control = torch.tensor([[0.1, -0.2, 0.0], [0.0, -0.28, 0.05]])  # the strongest control is -0.28
+    screen = cs.ProseScreen(scores=scores, control=control, ov_strength=torch.zeros(2, 3), k=1)
+    assert screen.control_cutoff == pytest.approx(-0.28)
+    assert screen.passing == [(0, 0), (1, 2), (0, 1)]  # every head below -0.28, most negative first; k does not cap it
+    assert screen.top() == [(0, 0)]
+    calm = cs.ProseScreen(scores=torch.zeros(2, 3), control=control, ov_strength=torch.zeros(2, 3))
+    assert calm.passing == []

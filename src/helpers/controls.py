@@ -128,11 +128,6 @@ class CausalCheck:
         return float(torch.quantile(self.draws.float(), q))
 
     @property
-    def random(self) -> stats.Estimate:
-        """Mean and bootstrap interval of the draws' changes (to be retired: a CI over draws is not a null)."""
-        return stats.bootstrap_ci(self.draws, seed=0)
-
-    @property
     def strongest_draw(self) -> float:
         return float(self.draws.max() if self.larger_is_stronger else self.draws.min())
 
