@@ -218,3 +218,14 @@ def test_a_study_reports_which_heads_keep_their_role_in_each_measured_format():
     assert study.keeps([(0, 1)], "context") == {"a": [True]}
     with pytest.raises(ValueError, match="role must be"):
         study.keeps([(0, 0)], "neither")
+
+
+def test_a_studys_shares_list_recall_for_every_format_and_the_conflict_where_it_was_measured():
+    from helpers import stats
+    from helpers.experiments import conflict_formats as cf
+
+    recall, won = stats.Estimate(mean=0.8, lower=0.7, upper=0.9, n=10), stats.Estimate(mean=0.1, lower=0.0, upper=0.2, n=10)
+    rows = (cf.FormatRow("a", recall, recall, (), None, won, torch.zeros(1, 1)),
+            cf.FormatRow("b", recall, recall, (), None, None, None))
+    assert cf.Study(model="m", rows=rows).shares() == {"a: top-1 recall": recall, "a: context beats memory": won,
+                                                       "b: top-1 recall": recall}

@@ -107,8 +107,9 @@ def format_row(model, fmt: PromptFormat, *, sizes: Sizes = Sizes(), seed: int = 
         return FormatRow(fmt.name, recall, recall_null, known, None, None, None)
     prompts = conflict.conflict_prompts(model, known, n=sizes.prompts, seed=seed + 10, counterfactuals=pairs, fmt=fmt)
     dla, difference, top1 = [], [], []
-    for part in range(0, len(prompts), capture.rows_per_chunk(model, 1)):  # one stopped pass: answers and DLA
-        rows = slice(part, part + capture.rows_per_chunk(model, 1))
+    step = capture.rows_per_chunk(model, 1)
+    for part in range(0, len(prompts), step):  # one stopped pass per chunk: answers and DLA
+        rows = slice(part, part + step)
         run = capture.read_end(model, prompts.conflict[rows])
         memory_ids, context_ids = prompts.memory_ids[rows], prompts.context_ids[rows]
         dla.append(attribution.attribution_from_read(model, run, memory_ids, context_ids))
@@ -160,6 +161,13 @@ class Study:
         sign = 1 if role == "memory" else -1
         return {r.fmt: [bool(sign * r.dla[tuple(h)] > 0) for h in found] for r in self.rows if r.dla is not None}
 
+    def shares(self) -> dict[str, stats.Estimate]:
+        """Per format, top-1 recall with no context and (where measured) the share of conflicts the context
+        wins: the bars of the pages' format figure."""
+        return {f"{r.fmt}: {what}": value for r in self.rows
+                for what, value in (("top-1 recall", r.recall), ("context beats memory", r.context_share))
+                if value is not None}
+
     def table(self, found: Sequence[Head] = ()):
         """One row per format: recall, the conflict's outcome, and the direct effect of the `found` heads."""
         import pandas as pd
@@ -206,5 +214,7 @@ def study(model, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
     def compute() -> list[dict]:
         return [_state(format_row(model, fmt, sizes=sizes, seed=seed)) for fmt in FORMATS + (HELD_OUT,)]
 
-    states = store.cached("conflict-formats", compute, model=name, sizes=sizes, seed=seed)
+    # the sweep reads only these sizes; the held-out check's sizes must not split the store entry
+    states = store.cached("conflict-formats", compute, model=name, prompts=sizes.prompts, min_known=sizes.min_known,
+                          seed=seed)
     return Study(model=name, rows=tuple(_row(state) for state in states))
