@@ -54,6 +54,18 @@ def test_ioi_uses_every_template_on_both_offline_tokenizers(smollm2):
     assert len(batch.info["templates"]) == len(tasks.IOI_TEMPLATES)
 
 
+def test_ioi_held_out_family_shares_no_template_or_filler_with_the_main_family(smollm2):
+    batch = tasks.ioi_held_out(smollm2, n=12, seed=0)
+    main = tasks.ioi(smollm2, n=12, seed=0)
+    assert batch.name == "ioi-held-out" and len(batch.info["templates"]) == len(tasks.IOI_HELD_OUT_TEMPLATES)
+    assert not set(batch.info["templates"]) & set(main.info["templates"])
+    held_words = {w for p in batch.prompts for w in p.replace(".", " ").replace(",", " ").split()}
+    assert not held_words & (set(tasks.IOI_NAMES) | set(tasks.IOI_PLACES) | set(tasks.IOI_OBJECTS))
+    rows = torch.arange(12)
+    assert torch.equal(batch.tokens[rows, batch.positions["io"]], batch.answers)
+    assert torch.equal(batch.tokens[rows, batch.positions["s2"]], batch.wrong)
+
+
 def test_prompts_of_unequal_token_length_raise_a_clear_error(smollm2):
     with pytest.raises(ValueError, match=r"2 different lengths.*single tokens"):
         tasks.tokenize_prompts(smollm2, ["Mary went home", "Mary went home to the store"])

@@ -254,6 +254,25 @@ IOI_PLACES = ("store", "park", "school", "office", "station", "garden", "hospita
 IOI_OBJECTS = ("drink", "book", "ring", "letter", "ball", "bag", "key", "bottle", "gift", "pen", "coin",
                "ticket", "box", "flower", "cake")
 
+# A held-out IOI family: other wording (two sentences, the subject's second mention after a time word),
+# other verbs, and names, places and objects the main family never uses. Pages re-check their findings
+# on it; no screen reads it.
+IOI_HELD_OUT_TEMPLATES = (
+    "Then, {A} and {B} spent the day at the {PLACE}. Later {S} lent a {OBJECT} to",
+    "Today, {A} and {B} did some work at the {PLACE}. Then {S} showed a {OBJECT} to",
+    "Today, {A} and {B} went for lunch at the {PLACE}. Then {S} sent a {OBJECT} to",
+    "Today, {A} and {B} took a walk in the {PLACE}. Then {S} sold a {OBJECT} to",
+)
+IOI_HELD_OUT_NAMES = (
+    "Oliver", "Chloe", "Henry", "Olivia", "Samuel", "Zoe", "Victor", "Nina", "Oscar", "Ruth", "Frank", "Diana",
+    "Leo", "Wendy", "Carl", "Fiona", "Simon", "Megan", "Tony", "Irene", "Harry", "Ella", "Max", "Kim", "Sam",
+    "Joe", "Ben", "Tom", "Eva", "Dan",
+)
+IOI_HELD_OUT_PLACES = ("farm", "museum", "airport", "cafe", "zoo", "bank", "theater", "gym", "lake", "mall",
+                       "bakery", "harbor")
+IOI_HELD_OUT_OBJECTS = ("hat", "map", "cup", "card", "phone", "lamp", "toy", "watch", "shirt", "basket", "note",
+                        "photo")
+
 
 def token_ids(model: TransformerBridge, text: str) -> list[int]:
     """The tokenizer's ids for `text`, exactly as written (no BOS; a leading space is part of `text`)."""
@@ -281,7 +300,9 @@ def single_token_words(model: TransformerBridge, words: Sequence[str], *, leadin
     return [word for word in words if single_token_id(model, space + word) is not None]
 
 
-def ioi(model: TransformerBridge, *, n: int, seed: int, templates: Sequence[str] = IOI_TEMPLATES) -> TaskBatch:
+def ioi(model: TransformerBridge, *, n: int, seed: int, templates: Sequence[str] = IOI_TEMPLATES,
+        names: Sequence[str] = IOI_NAMES, places: Sequence[str] = IOI_PLACES, objects: Sequence[str] = IOI_OBJECTS,
+        name: str = "ioi") -> TaskBatch:
     """`n` IOI prompts alternating ABBA and BABA order, each with an ABC-corrupted twin.
 
     ABBA: "When Mary and John went to the store, John gave a drink to" -> " Mary" (the indirect object);
@@ -292,11 +313,12 @@ def ioi(model: TransformerBridge, *, n: int, seed: int, templates: Sequence[str]
     templates whose token length equals the first template's are used, so the batch has one length.
 
     Positions: ``io`` and ``s1`` (first mentions), ``s2`` (second subject mention), ``end`` (last token).
+    `ioi_held_out` is the same task in other words with other fillers.
     """
     _check_sizes(n=n)
-    names = single_token_words(model, IOI_NAMES)
-    places = single_token_words(model, IOI_PLACES)
-    objects = single_token_words(model, IOI_OBJECTS)
+    names = single_token_words(model, names)
+    places = single_token_words(model, places)
+    objects = single_token_words(model, objects)
     if len(names) < 5 or not places or not objects:
         raise ValueError(f"this tokenizer keeps too few single-token fillers: {len(names)} names, "
                          f"{len(places)} places, {len(objects)} objects (need >= 5, 1, 1)")
@@ -320,10 +342,18 @@ def ioi(model: TransformerBridge, *, n: int, seed: int, templates: Sequence[str]
     corrupted_tokens = tokenize_prompts(model, corrupted)
     answer_ids, wrong_ids = torch.tensor(answers), torch.tensor(wrong)
     return TaskBatch(
-        name="ioi", tokens=tokens, prompts=tuple(prompts), answers=answer_ids, wrong=wrong_ids,
+        name=name, tokens=tokens, prompts=tuple(prompts), answers=answer_ids, wrong=wrong_ids,
         corrupted=corrupted_tokens, positions=_ioi_positions(tokens, answer_ids, wrong_ids),
         info={"templates": tuple(dict.fromkeys(used)), "orders": ("ABBA", "BABA"), "seed": seed},
     )
+
+
+def ioi_held_out(model: TransformerBridge, *, n: int, seed: int) -> TaskBatch:
+    """IOI prompts from the held-out family (`IOI_HELD_OUT_TEMPLATES` and its own names, places and
+    objects), built like `ioi`: "Today, Oliver and Chloe went for lunch at the cafe. Then Chloe sent a
+    map to" -> " Oliver"."""
+    return ioi(model, n=n, seed=seed, templates=IOI_HELD_OUT_TEMPLATES, names=IOI_HELD_OUT_NAMES,
+               places=IOI_HELD_OUT_PLACES, objects=IOI_HELD_OUT_OBJECTS, name="ioi-held-out")
 
 
 def _ioi_positions(tokens: Tensor, io_ids: Tensor, s_ids: Tensor) -> dict[str, Tensor]:

@@ -47,6 +47,12 @@ def ioi_data(model: TransformerBridge, *, n: int = 50, seed: int = 0) -> tasks.T
     return tasks.ioi(model, n=n, seed=seed)
 
 
+def held_out_data(model: TransformerBridge, *, n: int = 50, seed: int = 0) -> tasks.TaskBatch:
+    """IOI prompts from the held-out family (other wording, names, places, objects): `tasks.ioi_held_out`.
+    Pages re-check their findings on these; no screen reads them."""
+    return tasks.ioi_held_out(model, n=n, seed=seed)
+
+
 def _check_ioi(data: tasks.TaskBatch) -> None:
     if data.answers is None or data.wrong is None or data.corrupted is None or "io" not in data.positions:
         raise ValueError(f"{data.name!r} is not an IOI batch: build it with helpers.ioi.ioi_data (it needs answers, "
