@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv models toys test unit notebooks kernels strict-book book benchmarks clean
+.PHONY: all venv models toys test unit notebooks kernels strict-book browser book benchmarks clean
 
 all: book
 
@@ -68,7 +68,13 @@ kernels: venv models
 	ATEN_CPU_CAPABILITY=default $(BIN)/python -m helpers.experiments.mcq_toy_task
 	ATEN_CPU_CAPABILITY=default $(BIN)/python tests/notebooks/toy_cells.py notebooks/*.ipynb
 
-test: unit notebooks kernels strict-book
+# Every page of the built site in headless Chromium (Debian's; .ci/run installs it): broken links, images
+# that do not load, attention views that do not draw, CDN requests for self-hosted files, console errors.
+# Screenshots of every page land in _build/screens/.
+browser: strict-book
+	$(BIN)/python tests/site/browser_check.py _build/html --screens _build/screens
+
+test: unit notebooks kernels strict-book browser
 
 # A page that fails to execute stops the build, and the last lines name it (never exit 0 with a broken page).
 book: venv models toys $(CIRCUITSVIS_BUNDLE)
