@@ -64,3 +64,20 @@ def smollm2():
 def gemma3():
     """The second offline model (its post-attention norms are what some helpers must handle)."""
     return models.load_model("gemma3-270m", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_smol():
+    """A 2-layer Llama with grouped-query attention and random weights behind SmolLM2's real tokenizer, so
+    every task (IOI names, English sentences) builds its prompts exactly as on the default model."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from helpers import model_cache, models
+
+    tokenizer = AutoTokenizer.from_pretrained(model_cache.ensure_cached(models.get_spec("smollm2-135m")))
+    torch.manual_seed(0)
+    config = LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
+                         intermediate_size=64, vocab_size=len(tokenizer), max_position_embeddings=256)
+    spec = models.ModelSpec(name="tiny-smol", hf_name="local/tiny-smol", architecture="LlamaForCausalLM",
+                            source="hub", prepend_bos=False, n_layers=2, n_heads=4, n_kv_heads=2)
+    return models.bridge_from_hf(spec, LlamaForCausalLM(config), tokenizer, device="cpu")

@@ -9,9 +9,7 @@ from __future__ import annotations
 import importlib
 
 import pytest
-import torch
 
-from helpers import model_cache, models
 from helpers.experiments import findings_table
 
 SMALL = {  # module -> sizes small enough for a tiny model (seconds, not minutes)
@@ -35,20 +33,6 @@ SMALL = {  # module -> sizes small enough for a tiny model (seconds, not minutes
     "recall": dict(prompts=4, pairs=2, length=12),
 }
 
-
-@pytest.fixture(scope="module")
-def tiny_smol():
-    """A 2-layer Llama with grouped-query attention and random weights, behind SmolLM2's real tokenizer, so
-    every task builds its prompts exactly as on the default model."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(model_cache.ensure_cached(models.get_spec("smollm2-135m")))
-    torch.manual_seed(0)
-    config = LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
-                         intermediate_size=64, vocab_size=len(tokenizer), max_position_embeddings=256)
-    spec = models.ModelSpec(name="tiny-smol", hf_name="local/tiny-smol", architecture="LlamaForCausalLM",
-                            source="hub", prepend_bos=False, n_layers=2, n_heads=4, n_kv_heads=2)
-    return models.bridge_from_hf(spec, LlamaForCausalLM(config), tokenizer, device="cpu")
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))

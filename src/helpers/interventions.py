@@ -30,7 +30,10 @@ Metric = Callable[[Float[Tensor, "batch pos vocab"], Int[Tensor, "batch pos"]], 
 Mode = Literal["zero", "mean"]
 
 
-def _ablation_hook(keep: Float[Tensor, "row head"], replacement: Float[Tensor, "... head d_head"] | None):
+def ablation_hook(keep: Float[Tensor, "row head"], replacement: Float[Tensor, "... head d_head"] | None):
+    """A hook on one layer's ``z`` that keeps each row's heads by `keep` (1 = keep, 0 = ablate) and puts
+    `replacement` (the heads' mean outputs) or zeros in place of the ablated ones: one row per head set
+    lets a single pass ablate many sets, as `ablated_metric` does."""
     def hook(z: Float[Tensor, "row pos head d_head"], hook=None) -> Float[Tensor, "row pos head d_head"]:
         weight = keep.to(z.device, z.dtype)[:, None, :, None]
         out = z * weight  # a new tensor: the cached activation is never written in place
@@ -47,7 +50,7 @@ def ablation_hooks(model: TransformerBridge, head_set: Sequence[Head], *,
     take ``fwd_hooks`` such as `capture.read_end`."""
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     mask = heads.masks([head_set], n_layers, n_heads)[0]  # [layer, head]
-    return [(z_hook(layer), _ablation_hook((~mask[layer]).float()[None], None if means is None else means[layer]))
+    return [(z_hook(layer), ablation_hook((~mask[layer]).float()[None], None if means is None else means[layer]))
             for layer in range(n_layers) if mask[layer].any()]
 
 
@@ -98,7 +101,7 @@ def ablated_metric(
         keep = (~chunk).float().repeat_interleave(batch, dim=0)  # [sets * batch, layer, head]
         repeated = tokens.repeat(len(chunk), 1)  # set-major rows: set i holds rows i*batch..(i+1)*batch
         hooks = [
-            (z_hook(layer), _ablation_hook(keep[:, layer], None if means is None else means[layer]))
+            (z_hook(layer), ablation_hook(keep[:, layer], None if means is None else means[layer]))
             for layer in range(n_layers) if chunk[:, layer].any()
         ]
         device_tokens = repeated.to(model.cfg.device)
