@@ -125,3 +125,35 @@ def test_a_head_passes_the_prose_rule_only_below_every_heads_control_score():
     assert screen.top() == [(0, 0)]
     calm = cs.ProseScreen(scores=torch.zeros(2, 3), control=control, ov_strength=torch.zeros(2, 3))
     assert calm.passing == []
+
+
+
+def test_ioi_check_draws_from_all_heads_so_a_draw_of_the_found_head_matches_it(tiny_smol):
+    from helpers import controls
+    from helpers.experiments import ioi
+
+    found, n_random = [(1, 1)], 24
+    draws = controls.uniform_sets(2, 4, 1, n_random, seed=3)  # the draws ioi_check makes (all 8 heads)
+    assert found in draws
+    check = cs.ioi_check(tiny_smol, found, ioi.ioi_data(tiny_smol, n=4, seed=0), n_random=n_random, seed=3)
+    assert check.n_draws == n_random and "drawn from all 8" in check.null
+    torch.testing.assert_close(check.draws[draws.index(found)],
+                               torch.tensor(check.top.mean, dtype=check.draws.dtype), atol=1e-4, rtol=1e-4)
+    assert check.as_strong >= 1
+
+
+def test_held_out_ranks_the_most_negative_dla_first_and_ablates_the_top_negative_mover(tiny_smol):
+    from helpers.experiments import ioi
+
+    movers = [(1, 3), (0, 1)]
+    held, read = cs.held_out(tiny_smol, movers, prompts=4, n_random=3, seed=2)
+    dla = ioi.ioi_read(tiny_smol, ioi.held_out_data(tiny_smol, n=4, seed=2)).dla.mean(-1)
+    torch.testing.assert_close(held.screen, -dla)  # negated: the most negative head ranks first
+    assert held.ranking()[0] == tuple(int(i) for i in divmod(int(dla.argmin()), 4))
+    assert held.found == tuple(movers) and held.check.heads == ((1, 3),) and held.check.n_draws == 3
+    torch.testing.assert_close(read.dla.mean(-1), dla)
+
+
+def test_held_out_without_draws_recomputes_the_screen_only(tiny_smol):
+    held, _ = cs.held_out(tiny_smol, [(1, 3)], prompts=4, n_random=0, seed=2)
+    assert held.check is None and held.screen.shape == (2, 4) and "held-out draws" not in held.row()

@@ -24,7 +24,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from helpers import capture, controls, interventions, models, ov, stats, tasks
+from helpers import capture, controls, heldout, interventions, models, ov, stats, tasks
 from helpers.experiments import ioi
 from helpers.attribution import final_read, head_outputs_from_read
 from helpers.heads import Head, label, labels, top as top_heads
@@ -103,13 +103,15 @@ def weighted_scores(effects: Float[Tensor, "layer head batch"], weights: Float[T
 # Reading a model at END.
 
 
-def folded_unembedding(model: TransformerBridge, token_ids: Int[Tensor, "n"]) -> Float[Tensor, "n d_model"]:
+def folded_unembedding(model: TransformerBridge, token_ids: Int[Tensor, "n"], *,
+                       mean: Float[Tensor, "d_model"] | None = None) -> Float[Tensor, "n d_model"]:
     """Centred unembedding columns of `token_ids` with the final norm's gain folded in.
 
     Centred: ``W_U[:, t] - mean_v W_U[:, v]``, so the read-out is the token's logit minus the mean logit.
+    `mean` is that mean column if already computed (on Gemma it reads all 262k columns).
     """
     unembed = model.W_U
-    mean = unembed.float().mean(dim=1).cpu()
+    mean = unembed.float().mean(dim=1).cpu() if mean is None else mean
     columns = unembed[:, token_ids.to(unembed.device)].T.float().cpu() - mean
     return final_read(model, columns)
 
@@ -148,11 +150,12 @@ def read_prose(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], *, se
     controls = control_keys(keys, tokens.shape[1], first_key=first_key, seed=seed)
     outputs = head_outputs_from_read(model, run)  # [layer, batch, head, d_model]
     rows = torch.arange(tokens.shape[0])[None, :, None]
+    mean = model.W_U.float().mean(dim=1).cpu()  # once for both targets
     effects = []
     for chosen in (keys, controls):
         ids = tokens[rows, chosen]  # [layer, batch, head]
         unique, inverse = ids.unique(return_inverse=True)  # read each unembedding column once
-        directions = folded_unembedding(model, unique)[inverse]  # [layer, batch, head, d_model]
+        directions = folded_unembedding(model, unique, mean=mean)[inverse]  # [layer, batch, head, d_model]
         effects.append(direct_effects(outputs, directions))
     return ProseRead(attended_key=keys, attended_token=tokens[rows, keys], attention=weights,
                      effect=effects[0], control_effect=effects[1])
@@ -173,7 +176,8 @@ def attended_logprob_metric(targets: Int[Tensor, "batch"]):
 
 def attended_logprob_ablation(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], heads: Sequence[Head],
                               targets: Int[Tensor, "batch"], *, n_random: int, seed: int) -> controls.CausalCheck:
-    """Mean-ablate `heads` (and `n_random` random sets of as many heads): change of log P(target) at END.
+    """Mean-ablate `heads` (and `n_random` sets of as many heads drawn from all heads, `heads` included):
+    change of log P(target) at END.
 
     Means are each head's output averaged over the windows and their positions, so an ablated head
     writes what it writes on average, not specifically about the token it attends to.
@@ -181,13 +185,12 @@ def attended_logprob_ablation(model: TransformerBridge, tokens: Int[Tensor, "bat
     if targets.shape != (tokens.shape[0],):
         raise ValueError(f"targets must hold one token id per window ({tokens.shape[0]}); got {tuple(targets.shape)}")
     means = capture.mean_head_outputs(model, tokens)
-    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random, seed=seed,
-                                  exclude=heads)
+    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random, seed=seed)
     values = interventions.ablated_metric(model, tokens, [[], list(heads), *draws], attended_logprob_metric(targets),
                                           mode="mean", means=means, last_position_only=True)
     # the expected sign is a rise: ablating a suppressor gives back what it suppressed
     return controls.check_from_values(values, heads, metric_name="log P(attended token) at END", mode="mean-ablated",
-                                      null=f"{len(heads)} other heads at random", seed=seed)
+                                      null=_null(model, len(heads)), seed=seed)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -278,25 +281,44 @@ def prose_check(model: TransformerBridge, head: Head, *, pool: int, length: int,
     qualify (raise `pool` or lower `min_attention` to test the head anyway).
     """
     batch = tasks.natural_text(model, batch=pool, length=length, seed=seed)
-    read = read_prose(model, batch.tokens, seed=seed)
-    weight = read.attention[head[0], :, head[1]]
+    keys, weights = attended_keys(capture.read_end(model, batch.tokens).attention)  # where heads look; no effects
+    weight = weights[head[0], :, head[1]]
     chosen = (weight >= min_attention).nonzero().flatten()[:max_windows]
     if len(chosen) < 4:
         return None
-    targets = read.attended_token[head[0], chosen, head[1]]
+    targets = batch.tokens[chosen, keys[head[0], chosen, head[1]]]
     check = attended_logprob_ablation(model, batch.tokens[chosen], [head], targets, n_random=n_random, seed=seed)
     return ProseCheck(head=head, check=check, windows=len(chosen), min_attention=min_attention)
 
 
-def ioi_check(model: TransformerBridge, heads: Sequence[Head], *, prompts: int, n_random: int, seed: int
+def _null(model: TransformerBridge, k: int) -> str:
+    total = model.cfg.n_layers * model.cfg.n_heads
+    return f"{k} head{'s' if k > 1 else ''} drawn from all {total}"
+
+
+def ioi_check(model: TransformerBridge, heads: Sequence[Head], data: tasks.TaskBatch, *, n_random: int, seed: int
               ) -> controls.CausalCheck:
-    """Mean-ablate (ABC means) `heads` vs random sets: change of logit(IO) - logit(S) on fresh IOI prompts."""
-    data = ioi.ioi_data(model, n=prompts, seed=seed)
-    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random, seed=seed,
-                                  exclude=heads)
+    """Mean-ablate (ABC means of `data`) `heads` vs `n_random` sets of as many heads drawn from all heads:
+    change of logit(IO) - logit(S) on the IOI prompts `data` (`ioi.ioi_data`, or `ioi.held_out_data`)."""
+    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random, seed=seed)
     values = ioi.ablated_logit_diff(model, data, [[], list(heads), *draws])
     return controls.check_from_values(values, heads, metric_name="logit(IO) - logit(S)", mode="mean-ablated",
-                                      null=f"{len(heads)} other heads at random", seed=seed)
+                                      null=_null(model, len(heads)), seed=seed)
+
+
+HELD_OUT_FAMILY = "IOI in other words: two sentences, other verbs, names, places and objects"
+
+
+def held_out(model: TransformerBridge, movers: Sequence[Head], *, prompts: int, n_random: int, seed: int
+             ) -> tuple[heldout.HeldOut, ioi.IOIRead]:
+    """The negative-DLA screen and the IOI ablation of the top negative name mover on `prompts` prompts of
+    the held-out IOI family (no screen read them), with `n_random` fresh draws (0: the screen only, no
+    ablation). The screen is the *negated* mean DLA, so the most negative head ranks first; the read comes
+    back too (attention there)."""
+    data = ioi.held_out_data(model, n=prompts, seed=seed)
+    read = ioi.ioi_read(model, data)
+    check = ioi_check(model, list(movers)[:1], data, n_random=n_random, seed=seed) if n_random else None
+    return heldout.HeldOut(HELD_OUT_FAMILY, found=tuple(movers), screen=-read.dla.mean(-1), check=check), read
 
 
 NEGATIVE_MOVER_DLA = -0.1  # logits: below this, a head that prefers the IO counts as a negative name mover
@@ -323,6 +345,8 @@ class Sizes:
     check_prompts: int = 24
     top_k: int = 3
     n_random: int = 12
+    held_out_prompts: int = 20
+    held_out_draws: int = 20  # 0: the held-out screen only (no ablation)
 
 
 @dataclass(frozen=True)
@@ -336,6 +360,7 @@ class Study:
     screen: ProseScreen
     prose: ProseCheck | None
     ioi: controls.CausalCheck | None
+    held: heldout.HeldOut | None = None
 
     def row(self) -> dict[str, object]:
         movers = labels(self.negative_movers, self.read.dla.mean(-1))
@@ -352,11 +377,13 @@ class Study:
             "random heads (IOI)": self.ioi.draws_summary() if self.ioi else "not run",
             "ablate top CS head: log P(attended)": str(self.prose.check.top) if self.prose else "not run",
             "random heads (prose)": self.prose.check.draws_summary() if self.prose else "not run",
+            **(self.held.row() if self.held else {"held-out format": "not run"}),
         }
 
 
 def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
-    """The page's steps in order: IOI gate and DLA, prose screen, both causal checks."""
+    """The page's steps in order: IOI gate and DLA, prose screen, both causal checks, and the IOI screen
+    and check again on the held-out IOI family."""
     data = ioi.ioi_data(model, n=sizes.ioi_prompts, seed=seed)
     gate = ioi.ioi_gate(model, data, seed=seed)
     read = ioi.ioi_read(model, data)
@@ -366,6 +393,11 @@ def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) ->
     prose = (prose_check(model, screen.passing[0], pool=sizes.check_pool, length=sizes.window_length,
                          max_windows=sizes.check_windows, min_attention=sizes.min_attention,
                          n_random=sizes.n_random, seed=seed + 20) if screen.passing else None)
-    checked = (ioi_check(model, movers[:1], prompts=sizes.check_prompts, n_random=sizes.n_random, seed=seed + 30)
-               if gate.passed and movers else None)
-    return Study(model=models.spec_of(model).name, gate=gate, read=read, negative_movers=movers, screen=screen, prose=prose, ioi=checked)
+    checked = held = None
+    if gate.passed and movers:
+        checked = ioi_check(model, movers[:1], ioi.ioi_data(model, n=sizes.check_prompts, seed=seed + 30),
+                            n_random=sizes.n_random, seed=seed + 30)
+        held, _ = held_out(model, movers, prompts=sizes.held_out_prompts, n_random=sizes.held_out_draws,
+                           seed=seed + 40)
+    return Study(model=models.spec_of(model).name, gate=gate, read=read, negative_movers=movers, screen=screen,
+                 prose=prose, ioi=checked, held=held)
