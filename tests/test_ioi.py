@@ -92,3 +92,44 @@ def test_non_ioi_batches_are_refused(tiny_llama_gqa):
     plain = tasks.TaskBatch(name="plain", tokens=torch.zeros(2, 3, dtype=torch.long), prompts=("a", "b"))
     with pytest.raises(ValueError, match="not an IOI batch"):
         ioi.ioi_read(tiny_llama_gqa, plain)
+
+
+def _found_inhibition(receivers, inhibitors, top):
+    """A hand-made `inhibition.Study` whose joint check names `top` (only the fields the held-out check reads)."""
+    from helpers import controls
+    from helpers.experiments import inhibition
+
+    joint = controls.check_from_values(torch.zeros(3, 4), top, metric_name="m", mode="path-patched", null="x")
+    return inhibition.Study(model="tiny", receivers=tuple(receivers), to_s2=torch.zeros(2, 4), candidates=tuple(inhibitors),
+                            single_shift=torch.zeros(len(inhibitors)), random_single=torch.zeros(1),
+                            inhibitors=tuple(inhibitors), joint=joint, joint_logit=joint)
+
+
+def test_inhibition_held_out_check_patches_the_pair_and_draws_from_all_heads(tiny_llama_gqa, monkeypatch):
+    from helpers import controls
+    from helpers.experiments import inhibition
+
+    model = tiny_llama_gqa
+    monkeypatch.setattr(ioi, "held_out_data", lambda model, n, seed: _batch(model, 10 + seed))
+    found = _found_inhibition([(1, 1)], [(0, 2), (0, 0)], [(0, 2), (0, 0)])
+    sizes = ioi.Sizes(prompts=4, check_prompts=4, n_random=6)
+    held = inhibition.held_out_check(model, found, sizes=sizes, seed=0)
+    assert held.found == ((0, 2), (0, 0)) and held.check.n_draws == 6 and held.check.heads == ((0, 2), (0, 0))
+    data = _batch(model, 11)
+    expected = ioi.inhibition_shift(model, data, [[(0, 2), (0, 0)]], [(1, 1)]).shift.mean()
+    assert held.check.top.mean == pytest.approx(float(expected), abs=1e-5)
+    # layer-1 heads sit at the receiver's layer: they cannot reach its query, so they rank last and move nothing
+    assert (held.screen[1] == -1).all() and all(rank <= 4 for rank in held.ranks())
+    for draw, value in zip(controls.uniform_sets(2, 4, 2, 6, seed=2), held.check.draws):
+        if all(layer == 1 for layer, _ in draw):
+            assert abs(value) < 1e-6, draw
+    read = ioi.ioi_read(model, _batch(model, 10))
+    torch.testing.assert_close(held.screen[0], read.to_s2.mean(-1)[0])
+    with pytest.raises(ValueError, match="S-inhibition heads"):
+        inhibition.held_out_check(model, _found_inhibition([(1, 1)], [], [(0, 2)]), sizes=sizes)
+
+
+def test_gate_from_a_read_already_made_is_the_same_gate(tiny_llama_gqa):
+    data = _batch(tiny_llama_gqa, 3)
+    read = ioi.ioi_read(tiny_llama_gqa, data)
+    assert ioi.ioi_gate(tiny_llama_gqa, data, read=read) == ioi.ioi_gate(tiny_llama_gqa, data)

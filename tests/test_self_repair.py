@@ -72,3 +72,43 @@ def test_bad_input_is_explained():
         self_repair.dla_rise(before, after[:1], [(0, 0)])
     with pytest.raises(ValueError, match="zero"):
         self_repair.ratio_ci([1.0, 2.0], [0.0, 0.0])
+
+
+def _ioi_batch(model, seed):
+    from helpers import tasks
+
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(3, model.cfg.d_vocab, (6, 7), generator=generator)
+    corrupted = torch.randint(3, model.cfg.d_vocab, (6, 7), generator=generator)
+    return tasks.TaskBatch(
+        name="ioi", tokens=tokens, prompts=("p",) * 6, answers=torch.tensor([3, 4, 5, 6, 7, 8]),
+        wrong=torch.tensor([9, 10, 11, 12, 13, 14]), corrupted=corrupted,
+        positions={"io": torch.tensor([1, 2] * 3), "s1": torch.tensor([2, 1] * 3), "s2": torch.tensor([4, 5] * 3),
+                   "end": torch.full((6,), 6)})
+
+
+def test_held_out_check_reruns_the_knockout_with_the_same_name_movers(tiny_llama_gqa, monkeypatch):
+    from helpers.experiments import ioi
+
+    model = tiny_llama_gqa
+    monkeypatch.setattr(ioi, "held_out_data", lambda model, n, seed: _ioi_batch(model, 100 + seed))
+    sizes = self_repair.Sizes(prompts=6, top_k=2, n_random=3, pool=5)
+    found = self_repair.knockout_study(model, _ioi_batch(model, 0), movers=[(1, 0), (1, 3)], sizes=sizes)
+    checked = self_repair.held_out_check(model, found, sizes=sizes, seed=0)
+    held = checked.held_out_study
+    assert held.name_movers == found.name_movers == ((1, 0), (1, 3))
+    again = self_repair.knockout_study(model, _ioi_batch(model, 100), movers=[(1, 0), (1, 3)], sizes=sizes, seed=10)
+    torch.testing.assert_close(held.rise, again.rise, equal_nan=True)
+    check = checked.held_out.check
+    backup = checked.held_out.found[0]
+    assert checked.held_out.found == (tuple(found.backups) or (heads_top(found.rise),))
+    assert check.top.mean == pytest.approx(float(held.rise[backup]), abs=1e-5)
+    torch.testing.assert_close(check.draws, held.control.max_rise)
+    assert checked.held_out.ranks()[0] == 1 + int((held.rise.nan_to_num(float("-inf")) > held.rise[backup]).sum())
+    assert "held-out backups" in checked.row() and "held-out check" in checked.row()
+
+
+def heads_top(rise):
+    from helpers import heads
+
+    return heads.top(rise.nan_to_num(float("-inf")), 1)[0]

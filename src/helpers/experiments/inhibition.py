@@ -7,6 +7,7 @@ their attention from IO to S. Candidates are the heads before the name movers th
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from helpers import controls, models
+from helpers import controls, heldout, models, store
 from helpers.experiments import ioi
 from helpers.experiments.ioi import Sizes
 from helpers.heads import Head, label, labels
@@ -38,6 +39,7 @@ class Study:
     inhibitors: tuple[Head, ...]
     joint: controls.CausalCheck | None  # None when only the one-by-one screen was run (the circuit page)
     joint_logit: controls.CausalCheck | None
+    held_out: heldout.HeldOut | None = None  # the screen and the joint check re-run on the held-out family
 
     @property
     def cutoff(self) -> float:
@@ -56,7 +58,7 @@ class Study:
             "joint shift, top-k": str(self.joint.top) if self.joint else "not run",
             "joint shift, random-k": self.joint.draws_summary() if self.joint else "not run",
             "logit diff change, top-k": str(self.joint_logit.top) if self.joint_logit else "not run",
-        }
+        } | (self.held_out.row() if self.held_out is not None else {})
 
 
 def _earlier_heads(model, before_layer: int) -> list[Head]:
@@ -64,12 +66,13 @@ def _earlier_heads(model, before_layer: int) -> list[Head]:
 
 
 def study(model, *, sizes: Sizes = Sizes(), seed: int = 0, read: ioi.IOIRead | None = None,
-          receivers: Sequence[Head] | None = None, joint: bool = True) -> Study:
+          receivers: Sequence[Head] | None = None, joint: bool = True, held_out: bool = False) -> Study:
     """Candidates by END -> S2 attention, each path-patched alone, then (with `joint`) the strongest
     together against random pairs.
 
     `read` and `receivers` default to the IOI read of `sizes.prompts` prompts and its top name movers; a
-    page that has them already passes them in.
+    page that has them already passes them in. With `held_out` (and `joint`), the screen and the joint
+    check are re-run on the held-out IOI family (`held_out_check`).
     """
     if read is None:
         read = ioi.ioi_read(model, ioi.ioi_data(model, n=sizes.prompts, seed=seed))
@@ -87,9 +90,15 @@ def study(model, *, sizes: Sizes = Sizes(), seed: int = 0, read: ioi.IOIRead | N
     singles = others[:sizes.random_singles]
     k = min(2, len(candidates))
     data = ioi.ioi_data(model, n=sizes.check_prompts, seed=seed + 1)
-    first_pass = ioi.inhibition_shift(model, data, [[c] for c in candidates] + [[s] for s in singles], receivers)
-    single_shift = first_pass.shift[:len(candidates)].mean(-1)
-    random_single = first_pass.shift[len(candidates):].mean(-1)
+
+    def one_by_one() -> Tensor:  # [candidate + single], each sender alone; the IOI circuit page reads it too
+        sets = [[c] for c in candidates] + [[s] for s in singles]
+        return ioi.inhibition_shift(model, data, sets, receivers).shift.mean(-1)
+
+    shifts = store.cached("s-inhibition-singles", one_by_one, model=models.spec_of(model).name,
+                          receivers=tuple(receivers), candidates=tuple(candidates), singles=tuple(singles),
+                          prompts=sizes.check_prompts, seed=seed)
+    single_shift, random_single = shifts[:len(candidates)], shifts[len(candidates):]
     order = single_shift.argsort(descending=True).tolist()
     top = [candidates[i] for i in order[:k]]
     inhibitors = tuple(candidates[i] for i in order if single_shift[i] > random_single.max())
@@ -103,9 +112,49 @@ def study(model, *, sizes: Sizes = Sizes(), seed: int = 0, read: ioi.IOIRead | N
     shift_values = torch.cat([torch.zeros(1, len(data)), together.shift])  # row 0: the clean run moves nothing
     logit_values = torch.cat([ioi.ioi_read(model, data).logit_diff[None], together.logit_diff])
     null = f"{k} heads at random from the earlier layers, candidates excluded"
-    return Study(
+    found = Study(
         **common,
         joint=controls.check_from_values(shift_values, top, metric_name="name movers' (S - IO) attention",
                                          mode="path-patched", null=null, seed=seed),
         joint_logit=controls.check_from_values(logit_values, top, metric_name="logit(IO) - logit(S)",
                                                mode="path-patched", null=null, seed=seed, larger_is_stronger=False))
+    if held_out and inhibitors:
+        found = dataclasses.replace(found, held_out=held_out_check(model, found, sizes=sizes, seed=seed))
+    return found
+
+
+HELD_OUT_FAMILY = "IOI in other words: two sentences, other verbs, other names, places and objects"
+
+
+def sender_screen(read: ioi.IOIRead, receivers: Sequence[Head]) -> Float[Tensor, "layer head"]:
+    """The candidate screen as a ``[layer, head]`` score: attention END -> S2, with heads at or after the
+    first receiver's layer set to -1 (they cannot send to the receivers' queries, so they rank last)."""
+    score = read.to_s2.mean(-1).clone()
+    score[min(layer for layer, _ in receivers):] = -1.0
+    return score
+
+
+def held_out_check(model, found: Study, *, sizes: Sizes = Sizes(), seed: int = 0) -> heldout.HeldOut:
+    """`found`'s S-inhibition heads on the held-out IOI family (`ioi.held_out_data`), with the receivers kept.
+
+    The screen (attention END -> S2 of heads before the receivers) is recomputed on `sizes.prompts` held-out
+    prompts; the top pair of the joint check is path-patched again on `sizes.check_prompts` others, against
+    `sizes.n_random` fresh draws of as many heads from *all* heads. A drawn head at or after the receivers'
+    layer has no path into their queries and moves nothing: it stays in the draw but is not patched.
+    """
+    if not found.inhibitors or found.joint is None:
+        raise ValueError("need S-inhibition heads and the joint check (study(..., joint=True)) to re-check them")
+    receivers = list(found.receivers)
+    first = min(layer for layer, _ in receivers)
+    read = ioi.ioi_read(model, ioi.held_out_data(model, n=sizes.prompts, seed=seed))
+    top = list(found.joint.heads)
+    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(top), sizes.n_random, seed=seed + 2)
+    senders = [[head for head in draw if head[0] < first] for draw in draws]
+    data = ioi.held_out_data(model, n=sizes.check_prompts, seed=seed + 1)
+    result = ioi.inhibition_shift(model, data, [top, *senders], receivers)
+    values = torch.cat([torch.zeros(1, len(data)), result.shift])
+    check = controls.check_from_values(values, top, metric_name="name movers' (S - IO) attention",
+                                       mode="path-patched",
+                                       null=f"{len(top)} heads drawn from all {model.cfg.n_layers * model.cfg.n_heads}",
+                                       seed=seed)
+    return heldout.HeldOut(HELD_OUT_FAMILY, found=found.inhibitors, screen=sender_screen(read, receivers), check=check)

@@ -91,10 +91,12 @@ def ioi_read(model: TransformerBridge, data: tasks.TaskBatch, *, fwd_hooks: Sequ
                    logit_diff=readout.logit_difference(model, run.final, data.answers, data.wrong))
 
 
-def ioi_gate(model: TransformerBridge, data: tasks.TaskBatch, *, seed: int = 0) -> stats.GateResult:
-    """Does the model prefer the indirect object? Clean logit difference vs the ABC twin's, paired."""
+def ioi_gate(model: TransformerBridge, data: tasks.TaskBatch, *, seed: int = 0,
+             read: IOIRead | None = None) -> stats.GateResult:
+    """Does the model prefer the indirect object? Clean logit difference vs the ABC twin's, paired.
+    `read`: the clean `ioi_read` of `data`, if already computed (saves its pass)."""
     _check_ioi(data)
-    clean = ioi_read(model, data).logit_diff
+    clean = (ioi_read(model, data) if read is None else read).logit_diff
     abc = readout.logit_difference(model, capture.final_at(model, data.corrupted), data.answers, data.wrong)
     return stats.behaviour_gate(clean, abc, paired=True, seed=seed, name="IOI",
                                 metric_name="logit(IO) - logit(S)", null_name="on the ABC twin")

@@ -17,6 +17,7 @@ here is a pure function of tensors from `helpers.ioi` (`ioi_read`, `dla_after_ab
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from helpers import controls, heads, models, stats
+from helpers import controls, heads, heldout, models, stats
 from helpers.experiments import ioi  # only for the study at the end
 from helpers.heads import Head
 
@@ -194,6 +195,9 @@ class Study:
     repair: SelfRepair | None  # None when there is no name mover to knock out
     control: RiseControl | None
     min_share: float = 0.1
+    held_out: heldout.HeldOut | None = None  # the knockout and its control re-run on the held-out family
+    held_out_study: Study | None = None  # the same study on held-out prompts, the name movers kept
+    per_prompt_rise: Float[Tensor, "layer head batch"] | None = None  # DLA after - before the knockout
 
     @property
     def backups(self) -> list[Head]:
@@ -216,7 +220,8 @@ class Study:
             "self-repair fraction": str(self.repair.fraction()),
             "backups (DLA rise)": label(self.backups[:4], self.rise),
             "largest rise, random knockouts": f"{self.control.max_rise.max():.3f}",
-        }
+        } | ({} if self.held_out is None else self.held_out.row()
+              | {"held-out backups": label(self.held_out_study.backups[:4], self.held_out_study.rise) or "none"})
 
 
 def knockout_control(model, data, read, movers: Sequence[Head], *, means, sizes: Sizes = Sizes(),
@@ -230,19 +235,58 @@ def knockout_control(model, data, read, movers: Sequence[Head], *, means, sizes:
                         seed=seed)
 
 
-def study(model, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
-    """Gate, name movers, knockout and random control on `model`: what the page shows, in one call."""
-    data = ioi.ioi_data(model, n=sizes.prompts, seed=seed)
-    gate = ioi.ioi_gate(model, data, seed=seed)
+def knockout_study(model, data, *, movers: Sequence[Head] | None = None, sizes: Sizes = Sizes(),
+                   seed: int = 0) -> Study:
+    """Gate, name movers (the top `sizes.top_k` on `data` unless given), knockout and control on `data`."""
     read = ioi.ioi_read(model, data)
-    movers = ioi.name_mover_ranking(read, sizes.top_k)
+    gate = ioi.ioi_gate(model, data, seed=seed, read=read)
+    movers = ioi.name_mover_ranking(read, sizes.top_k) if movers is None else list(movers)
     name = models.spec_of(model).name
     if not movers:
         return Study(model=name, gate=gate, name_movers=(), dla=read.dla.mean(-1), rise=None, repair=None, control=None)
     means = ioi.abc_means(model, data)
     after = ioi.dla_after_ablation(model, data, movers, means=means)
     control = knockout_control(model, data, read, movers, means=means, sizes=sizes, seed=seed)
-    return Study(model=name, gate=gate, name_movers=tuple(movers), dla=read.dla.mean(-1),
-                 rise=dla_rise(read.dla, after.dla, movers),
+    rise = dla_rise(read.dla, after.dla, movers)
+    return Study(model=name, gate=gate, name_movers=tuple(movers), dla=read.dla.mean(-1), rise=rise,
                  repair=account(read.dla, read.logit_diff, after.dla, after.logit_diff, movers, seed=seed),
-                 control=control)
+                 control=control, per_prompt_rise=(after.dla - read.dla))
+
+
+HELD_OUT_FAMILY = "IOI in other words: two sentences, other verbs, other names, places and objects"
+
+
+def held_out_check(model, found: Study, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
+    """`found` with the knockout re-run on the held-out IOI family (`ioi.held_out_data`, `sizes.prompts`
+    prompts): the same name movers knocked out, a fresh score-matched control (the pool ranked by |DLA| on
+    the held-out prompts, other seeds), the backup rule applied again.
+
+    ``held_out.found`` is `found`'s backups (or, if there are none, its head of largest rise); its screen
+    is each head's DLA rise on the held-out prompts, and its check compares the first found head's rise
+    with the largest rise of any head after each control knockout (p counts control knockouts after
+    which some head rose at least as much).
+    """
+    if found.repair is None:
+        raise ValueError("no name movers were knocked out: nothing to re-check")
+    data = ioi.held_out_data(model, n=sizes.prompts, seed=seed)
+    held = knockout_study(model, data, movers=found.name_movers, sizes=sizes, seed=seed + 10)
+    grid = held.rise.nan_to_num(float("-inf"))
+    backups = tuple(found.backups) or tuple(heads.top(found.rise.nan_to_num(float("-inf")), 1))
+    head = backups[0]
+    rises = held.per_prompt_rise[head]
+    check = controls.CausalCheck(
+        metric_name=f"rise of {heads.label(head)}'s direct effect (logits)", heads=(head,),
+        mode=f"{heads.labels(found.name_movers)} mean-ablated",
+        null=(f"{len(held.control.draws)} knockouts of {len(found.name_movers)} of the {sizes.pool} heads of largest "
+              "|DLA| on these prompts: the largest rise of any other head"),
+        clean=stats.bootstrap_ci(torch.zeros_like(rises), seed=seed), top=stats.bootstrap_ci(rises, seed=seed),
+        draws=held.control.max_rise)
+    return dataclasses.replace(found, held_out=heldout.HeldOut(HELD_OUT_FAMILY, found=backups, screen=grid, check=check),
+                               held_out_study=held)
+
+
+def study(model, *, sizes: Sizes = Sizes(), seed: int = 0, held_out: bool = False) -> Study:
+    """Gate, name movers, knockout and random control on `model`: what the page shows, in one call; with
+    `held_out`, also re-run on the held-out IOI family (`held_out_check`)."""
+    found = knockout_study(model, ioi.ioi_data(model, n=sizes.prompts, seed=seed), sizes=sizes, seed=seed)
+    return held_out_check(model, found, sizes=sizes, seed=seed) if held_out and found.repair is not None else found
