@@ -235,3 +235,63 @@ def test_the_copying_ablation_reports_the_difference_in_differences_against_the_
     assert torch.allclose(did.draws, rep.draws - ctl.draws, atol=1e-5)
     assert did.n_draws == rep.n_draws == ctl.n_draws == 4
     assert "heads drawn from all heads" in did.null and "repeated minus unrepeated" in did.metric_name
+
+
+def test_second_copy_losses_match_the_full_logits_metric_of_ablated_metric(tiny_gpt2):
+    """Reading only the positions that predict the second copy gives the numbers of the whole-logits path."""
+    from helpers import interventions
+
+    batch = tasks.repeated_tokens(tiny_gpt2, batch=3, half_len=5, seed=0)
+    means = capture.mean_head_outputs(tiny_gpt2, tasks.random_tokens(tiny_gpt2, batch=3, length=10, seed=1).tokens)
+    head_sets = [[], [(0, 0)], [(1, 2), (0, 3)], [(1, 1)]]
+    expected = interventions.ablated_metric(tiny_gpt2, batch.tokens, head_sets, copying.repeated_half_metric(batch),
+                                            mode="mean", means=means)
+    for max_rows in (None, 4):  # one pass, and several passes of whole sets
+        got = copying.second_copy_losses(tiny_gpt2, batch.tokens, head_sets, means=means, max_rows=max_rows,
+                                         second_start=int(batch.positions["second_start"][0]))
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_the_copying_ablation_takes_another_batch_and_its_own_number_of_draws(tiny_gpt2):
+    sizes = copying.Sizes(ablation_prompts=3, ablation_half_len=4, n_random=4)
+    other = tasks.repeated_tokens(tiny_gpt2, batch=2, half_len=6, seed=5)
+    ablation = copying.copying_ablation(tiny_gpt2, [(0, 0)], sizes=sizes, seed=0, batch=other, n_random=3)
+    assert ablation.repeated.n_draws == 3 and ablation.repeated.draws.shape == (3,)
+    with pytest.raises(ValueError, match="corrupted"):
+        copying.copying_ablation(tiny_gpt2, [(0, 0)], sizes=sizes, seed=0,
+                                 batch=tasks.random_tokens(tiny_gpt2, batch=2, length=8, seed=0))
+
+
+def test_english_repeats_say_one_passage_of_seven_token_sentences_twice_with_a_fresh_control(smollm2):
+    batch = copying.english_repeats(smollm2, batch=4, sentences=3, seed=0)
+    start, second = int(batch.positions["first_start"][0]), int(batch.positions["second_start"][0])
+    assert batch.tokens.shape == (4, start + 42) and second == start + 21
+    assert torch.equal(batch.tokens[:, start:second], batch.tokens[:, second:])  # said twice
+    assert torch.equal(batch.corrupted[:, :second], batch.tokens[:, :second])  # same first passage
+    assert (batch.corrupted[:, second:] != batch.tokens[:, second:]).any(1).all()  # a fresh second one
+    text = smollm2.tokenizer.decode(batch.tokens[0, start:start + 7])
+    assert text.startswith(" The ") and text.endswith(".") and len(text.split()) == 6, text
+    assert copying.english_repeats(smollm2, batch=4, sentences=3, seed=0).prompts == batch.prompts  # seeded
+
+
+
+@pytest.mark.parametrize("module", [previous_token, induction])
+def test_held_out_recomputes_the_page_score_on_english_repeats_and_reruns_the_ablation(tiny_smol, module):
+    sizes = copying.Sizes(ablation_prompts=2, ablation_half_len=4, heldout_prompts=2, heldout_sentences=2,
+                          heldout_draws=3)
+    held, specific = module.held_out(tiny_smol, [(1, 0), (0, 2)], sizes=sizes, seed=0)
+    batch = copying.english_repeats(tiny_smol, batch=2, sentences=2, seed=0)
+    torch.testing.assert_close(held.screen, module.held_out_score(tiny_smol, batch))
+    assert held.found == ((1, 0), (0, 2)) and held.screen.shape == (2, 4) and len(held.ranks()) == 2
+    assert held.check.n_draws == specific.n_draws == 3
+    assert held.family == copying.HELD_OUT_FAMILY and "held-out check" in held.row()
+    skipped, none = module.held_out(tiny_smol, [(1, 0)], sizes=copying.Sizes(heldout_prompts=2, heldout_draws=0), seed=0)
+    assert skipped.check is None and none is None
+
+
+def test_previous_token_held_out_score_is_attention_on_the_previous_token_of_the_unrepeated_passages(tiny_smol):
+    batch = copying.english_repeats(tiny_smol, batch=2, sentences=2, seed=0)
+    patterns = capture.capture_patterns(tiny_smol, batch.corrupted)  # [layer, batch, head, query, key]
+    first = copying.first_scored_query(tiny_smol)
+    by_hand = torch.diagonal(patterns, offset=-1, dim1=-2, dim2=-1)[..., first - 1:].mean((1, -1))
+    torch.testing.assert_close(previous_token.held_out_score(tiny_smol, batch), by_hand, atol=1e-5, rtol=1e-5)

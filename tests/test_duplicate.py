@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from helpers import capture
-from helpers.experiments import duplicate
+from helpers.experiments import duplicate, ioi
 
 
 def test_attention_at_reads_the_key_of_each_prompt():
@@ -69,3 +69,14 @@ def test_attention_between_matches_the_full_pattern(tiny_gpt2):
     assert torch.allclose(out, expected, atol=1e-5)
     with pytest.raises(ValueError, match="later key"):
         duplicate.attention_between(tiny_gpt2, tokens, queries, torch.tensor([6, 0, 0, 0]))
+
+
+def test_held_out_scores_s2_to_s1_on_the_held_out_ioi_family_and_reruns_the_check(smollm2):
+    sizes = duplicate.Sizes(heldout_prompts=4, heldout_draws=3)
+    held = duplicate.held_out(smollm2, [(8, 1), (2, 4)], sizes=sizes, seed=0)
+    data = ioi.held_out_data(smollm2, n=4, seed=0)
+    s1, s2 = data.positions["s1"], data.positions["s2"]
+    torch.testing.assert_close(held.screen, duplicate.attention_between(smollm2, data.tokens, s2, s1).mean(-1))
+    assert held.check.n_draws == 3 and held.family == duplicate.HELD_OUT_FAMILY
+    assert duplicate.held_out(smollm2, [(8, 1)], sizes=duplicate.Sizes(heldout_prompts=4, heldout_draws=0),
+                              seed=0).check is None

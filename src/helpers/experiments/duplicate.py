@@ -11,7 +11,9 @@ The page `notebooks/duplicate_heads.ipynb` tests this on the offline models with
    planted repeat) against its control (the higher of the two repeat-free twins) and the pass rule;
 4. ``ablation_check``: mean-ablating the top heads vs random head sets on the IOI logit difference,
    summarised by `controls.check_from_values`;
-5. ``study``: all of it for one model in one call (the comparison model of the page).
+5. ``held_out``: the IOI half of the score and the causal check re-run on the held-out IOI family
+   (`tasks.ioi_held_out`: other wording, names, places and objects), with fresh random draws;
+6. ``study``: all of it for one model in one call (the comparison model of the page).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from helpers import capture, controls, models, stats, tasks
+from helpers import capture, controls, heldout, models, stats, tasks
 from helpers.experiments import ioi
 from helpers.heads import Head, labels, top as top_heads
 
@@ -46,6 +48,8 @@ class Sizes:
     ablation_prompts: int = 16  # fresh IOI prompts for the causal check
     n_random: int = 20  # random head sets in the causal check
     top_k: int = 4  # heads ablated together: every passing head, up to this many
+    heldout_prompts: int = 16  # held-out IOI prompts (other wording and fillers) for the re-check
+    heldout_draws: int = 20  # fresh random head sets in the held-out causal check
 
 
 def attention_at(attention: Float[Tensor, "layer batch head key"],
@@ -144,19 +148,39 @@ def ablated_heads(screen: DuplicateScreen, found: Sequence[Head], k: int) -> lis
 
 
 def ablation_check(model: TransformerBridge, heads: Sequence[Head], *, prompts: int, n_random: int,
-                   seed: int) -> controls.CausalCheck:
+                   seed: int, data: tasks.TaskBatch | None = None) -> controls.CausalCheck:
     """Mean-ablate `heads` (ABC-twin means per position, Wang et al.'s convention) on `prompts` fresh IOI
     prompts, and `n_random` sets of as many heads drawn from all heads (a draw may hold one of them).
 
     The change is ablated - clean, so a head set the task needs gives a negative `top`; the p-value counts
-    random draws that lower the logit difference at least as far.
+    random draws that lower the logit difference at least as far. `data` replaces the fresh IOI prompts
+    (e.g. the held-out family; `prompts` is then ignored).
     """
-    fresh = ioi.ioi_data(model, n=prompts, seed=seed)
+    fresh = ioi.ioi_data(model, n=prompts, seed=seed) if data is None else data
     draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random, seed=seed)
     values = ioi.ablated_logit_diff(model, fresh, [[], list(heads), *draws])  # [set, prompt]
     return controls.check_from_values(values, heads, metric_name=METRIC, mode="mean-ablated",
                                       null=f"{len(heads)} heads drawn from all heads", seed=seed,
                                       larger_is_stronger=False)
+
+
+HELD_OUT_FAMILY = "IOI in other words (two sentences, other verbs, names, places, objects)"
+
+
+def held_out(model: TransformerBridge, found: Sequence[Head], *, sizes: Sizes, seed: int,
+             check: bool = True) -> heldout.HeldOut:
+    """The IOI half of the screen (S2 -> S1 attention) and the causal check, on the held-out IOI family.
+
+    `found` are the heads the page ablated. The check mean-ablates them on `sizes.heldout_prompts` held-out
+    prompts against `sizes.heldout_draws` sets drawn from all heads with another seed than the page's draws
+    (``heldout_draws=0``, or `check` False, skips the check).
+    The held-out score is the IOI half alone: the planted-repeat half has no wording to hold out.
+    """
+    data = ioi.held_out_data(model, n=sizes.heldout_prompts, seed=seed)
+    score = attention_between(model, data.tokens, data.positions["s2"], data.positions["s1"]).mean(-1)
+    result = (ablation_check(model, found, prompts=sizes.heldout_prompts, n_random=sizes.heldout_draws, seed=seed + 1,
+                             data=data) if check and sizes.heldout_draws > 0 else None)
+    return heldout.HeldOut(HELD_OUT_FAMILY, found=tuple(tuple(h) for h in found), screen=score, check=result)
 
 
 @dataclass(frozen=True)
@@ -169,6 +193,7 @@ class Study:
     found: tuple[Head, ...]
     top: tuple[Head, ...]
     check: controls.CausalCheck
+    held_out: heldout.HeldOut | None = None  # the IOI score and the causal check on the held-out IOI family
 
     def row(self) -> dict[str, object]:
         """One column of the page's findings table."""
@@ -177,7 +202,8 @@ class Study:
                 "max control": round(self.screen.control.max().item(), 3),
                 "heads ablated": labels(self.top),
                 "change when ablated": str(self.check.top), "change, as many random heads": self.check.draws_summary(),
-                "p (random does as much)": round(self.check.p_value, 3)}
+                "p (random does as much)": round(self.check.p_value, 3),
+                **(self.held_out.row() if self.held_out else {"held-out format": "not run"})}
 
 
 def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
@@ -189,4 +215,6 @@ def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) ->
     found = passing_heads(screen)
     top = ablated_heads(screen, found, sizes.top_k)
     check = ablation_check(model, top, prompts=sizes.ablation_prompts, n_random=sizes.n_random, seed=seed + 20)
-    return Study(model=models.spec_of(model).name, gate=gate, screen=screen, found=tuple(found), top=tuple(top), check=check)
+    held = held_out(model, top, sizes=sizes, seed=seed + 40)
+    return Study(model=models.spec_of(model).name, gate=gate, screen=screen, found=tuple(found), top=tuple(top),
+                 check=check, held_out=held)

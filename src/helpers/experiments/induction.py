@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from helpers import capture, models, scores, tasks
+from helpers.experiments import copying
 from helpers.experiments.copying import Sizes, Study, copying_ablation, copying_gate, first_scored_query
 from helpers.screens import Screen, screen as score_screen
 
@@ -29,13 +30,28 @@ def screen(model: TransformerBridge, *, prompts: int, half_len: int, seed: int, 
                         capture.capture_patterns(model, control.tokens), targets, threshold=threshold)
 
 
+def held_out_score(model: TransformerBridge, batch: tasks.TaskBatch):
+    """The induction score on held-out text: attention on the token after each earlier occurrence of the
+    query's token, on the English passages said twice of `copying.english_repeats`."""
+    targets = scores.induction_targets(batch.tokens, first_query=first_scored_query(model))
+    return scores.attention_on_targets(capture.capture_patterns(model, batch.tokens), targets)
+
+
+def held_out(model: TransformerBridge, found, *, sizes: Sizes, seed: int, check: bool = True):
+    """`copying.held_out` with the induction score: (`heldout.HeldOut`, held-out difference in differences)."""
+    return copying.held_out(model, found, held_out_score, sizes=sizes, seed=seed, check=check)
+
+
 def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
-    """Gate, screen and copying ablation of the top heads, as the induction page runs them."""
+    """Gate, screen, copying ablation of the top heads and the held-out check, as the induction page runs them."""
     gate = copying_gate(model, sizes=sizes, seed=seed)
     found = screen(model, prompts=sizes.screen_prompts, half_len=sizes.screen_len // 2, seed=seed + 10)
-    ablation = copying_ablation(model, found.top(sizes.top_k), sizes=sizes, seed=seed + 20) if gate.passed else None
-    return Study(model=models.spec_of(model).name, gate=gate, screen=found, check=ablation and ablation.repeated,
-                 specific=ablation and ablation.specific)
+    if not gate.passed:
+        return Study(model=models.spec_of(model).name, gate=gate, screen=found, check=None)
+    ablation = copying_ablation(model, found.top(sizes.top_k), sizes=sizes, seed=seed + 20)
+    held, held_specific = held_out(model, found.top(sizes.top_k), sizes=sizes, seed=seed + 40)
+    return Study(model=models.spec_of(model).name, gate=gate, screen=found, check=ablation.repeated,
+                 specific=ablation.specific, held_out=held, held_out_specific=held_specific)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from helpers import capture, models, scores, tasks
+from helpers.experiments import copying
 from helpers.experiments.copying import Sizes, Study, copying_ablation, copying_gate, first_scored_query
 from helpers.screens import Screen
 
@@ -38,10 +39,26 @@ def screen(model: TransformerBridge, *, prompts: int, length: int, seed: int, th
                   baseline=scores.uniform_baseline(targets))
 
 
+def held_out_score(model: TransformerBridge, batch: tasks.TaskBatch) -> Tensor:
+    """The previous-token score on held-out text: each head's attention on q - 1, on the unrepeated English
+    passages of `copying.english_repeats` (``batch.corrupted``: two different passages, nothing repeated)."""
+    tokens = batch.corrupted if batch.corrupted is not None else batch.tokens
+    targets = scores.offset_targets(*tokens.shape, 1, first_query=first_scored_query(model))
+    return scores.attention_on_targets(capture.capture_patterns(model, tokens), targets)
+
+
+def held_out(model: TransformerBridge, found, *, sizes: Sizes, seed: int, check: bool = True):
+    """`copying.held_out` with the previous-token score: (`heldout.HeldOut`, held-out difference in differences)."""
+    return copying.held_out(model, found, held_out_score, sizes=sizes, seed=seed, check=check)
+
+
 def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
-    """Gate, screen and copying ablation of the top heads, as the previous-token page runs them."""
+    """Gate, screen, copying ablation of the top heads and the held-out check, as the previous-token page runs them."""
     gate = copying_gate(model, sizes=sizes, seed=seed)
     found = screen(model, prompts=sizes.screen_prompts, length=sizes.screen_len, seed=seed + 10)
-    ablation = copying_ablation(model, found.top(sizes.top_k), sizes=sizes, seed=seed + 20) if gate.passed else None
-    return Study(model=models.spec_of(model).name, gate=gate, screen=found, check=ablation and ablation.repeated,
-                 specific=ablation and ablation.specific)
+    if not gate.passed:
+        return Study(model=models.spec_of(model).name, gate=gate, screen=found, check=None)
+    ablation = copying_ablation(model, found.top(sizes.top_k), sizes=sizes, seed=seed + 20)
+    held, held_specific = held_out(model, found.top(sizes.top_k), sizes=sizes, seed=seed + 40)
+    return Study(model=models.spec_of(model).name, gate=gate, screen=found, check=ablation.repeated,
+                 specific=ablation.specific, held_out=held, held_out_specific=held_specific)
