@@ -179,3 +179,31 @@ def test_end_patches_with_the_prompts_own_residual_change_nothing(tiny_llama_gqa
     torch.testing.assert_close(swapped, clean.flip(0), atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="each patch"):
         interventions.final_with_end_patches(tiny_llama_gqa, tokens, [(5, resid[0])])
+
+
+def test_screen_is_the_class_score_among_heads_that_read_there():
+    labels = torch.full((1, 2, 8, 4), 0.001)
+    labels[0, 0] = 0.2  # L0H0 reads the labels evenly; L0H1 barely reads them
+    found = mcq.signature(_run(labels))
+    constant = found.screen("constant")
+    assert constant[0, 0] == pytest.approx(1.0) and constant[0, 1] == 0.0
+    torch.testing.assert_close(found.screen("amplification"), found.dla)
+    torch.testing.assert_close(found.screen("correct_head"), found.dla.abs())
+    with pytest.raises(ValueError, match="family must be one of"):
+        found.screen("mover")
+
+
+def test_held_out_family_shares_no_option_word_and_names_every_option(smollm2):
+    main_words = {w for pool in mcq_prompts.POOLS.values() for w in pool}
+    held_words = {w for pool in mcq_prompts.HELD_OUT_POOLS.values() for w in pool}
+    assert not main_words & held_words and not set(mcq_prompts.TEMPLATES) & set(mcq_prompts.HELD_OUT_TEMPLATES)
+    held = mcq_prompts.mcq_task(smollm2, n=20, seed=2, family=mcq_prompts.HELD_OUT)
+    assert len(held) == 20 and len(held.batches) >= 4
+    for batch in held.batches:
+        for row, labels, contents, prompt in zip(batch.tokens, batch.label_pos, batch.content_pos, batch.prompts):
+            assert prompt.startswith("Q: ") and "Question:" not in prompt and prompt.endswith("Answer:")
+            assert [smollm2.tokenizer.decode([int(row[p])]) for p in labels] == list("ABCD")
+            assert all(smollm2.tokenizer.decode([int(row[p + 1])]) == ")" for p in labels)
+            assert all(smollm2.tokenizer.decode([int(row[p])]).strip() in held_words for p in contents)
+    main = mcq_prompts.mcq_task(smollm2, n=20, seed=2)
+    assert torch.equal(held.answer_ids, main.answer_ids)  # the same answer tokens after "Answer:"

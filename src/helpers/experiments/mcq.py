@@ -30,9 +30,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from helpers import attribution, capture, interventions, models, readout, stats
+from helpers import attribution, capture, heads as heads_module, heldout, interventions, models, readout, stats
 from helpers.capture import EndRead
-from helpers.experiments.mcq_prompts import MCQTask, mcq_task
+from helpers.experiments.mcq_prompts import HELD_OUT, MCQTask, mcq_task
 from helpers.heads import Head, labels
 
 if TYPE_CHECKING:
@@ -250,6 +250,22 @@ class Signature:
     def counts(self) -> dict[str, int]:
         return {name: int(mask.sum()) for name, mask in self.classes.items()}
 
+    def screen(self, family: str) -> Float[Tensor, "layer head"]:
+        """The screen score a page ranks heads by (its heatmap), 0 where the head barely reads what the
+        score is about: a class's own score among heads with at least `FLOOR` of END's attention on the
+        labels (constant, single_letter, correct_letter) or the contents (content_gatherer); the DLA for
+        the correct letter (amplification); the size of that DLA, either sign ("correct_head")."""
+        if family == "correct_head":
+            return self.dla.abs()
+        if family == "amplification":
+            return self.dla
+        score = {"constant": self.entropy, "single_letter": self.favourite_share,
+                 "correct_letter": self.correct_share, "content_gatherer": self.content_share}.get(family)
+        if score is None:
+            raise ValueError(f"family must be one of {CLASSES} or 'correct_head', got {family!r}")
+        mass = self.content_mass if family == "content_gatherer" else self.label_mass
+        return torch.where(mass >= FLOOR, score, torch.zeros_like(score))
+
 
 def signature(run: MCQRun, *, seed: int = 0) -> Signature:
     """Attention signature and DLA of every head from an `MCQRun` (a pure function)."""
@@ -366,13 +382,51 @@ FAMILY_NAMES = {"constant": "Constant", "single_letter": "Single letter", "corre
 
 @dataclass(frozen=True)
 class Study:
-    """Gate (4 options, then 2), and the attention signature read on the 4-option prompts."""
+    """Gate (4 options, then 2), and the attention signature read on the 4-option prompts; the same gate
+    and signature on the held-out family (`mcq_prompts.HELD_OUT`: other questions, facts and option wording)."""
 
     model: str
     gate: MCQGate
     gate_two: MCQGate
     run: MCQRun
     signature: Signature
+    held_gate: MCQGate
+    held_run: MCQRun
+    held_signature: Signature
+
+    def found(self, family: str, near_misses: int = 3) -> tuple[list[Head], bool]:
+        """The heads a page's screen found on the main prompts (the class's heads), or, when none passes
+        the rule, the `near_misses` heads with the highest screen score; the flag says which."""
+        passing = self.signature.heads(family) if family in CLASSES else []
+        if passing:
+            return passing, True
+        return heads_module.top(self.signature.screen(family), near_misses), False
+
+    def held_out(self, family: str, near_misses: int = 3) -> heldout.HeldOut:
+        """The page's screen score recomputed on the held-out family, with the heads found on the main one
+        (or its best near misses when none passes the rule). No causal check: neither offline model passes
+        the gate, so there is no answer for a head to carry."""
+        found, _ = self.found(family, near_misses)
+        return heldout.HeldOut(HELD_OUT_NAME, found=found, screen=self.held_signature.screen(family))
+
+    def held_out_passing(self, family: str) -> list[Head]:
+        """The heads that pass the class's rule on the held-out prompts (the rule re-applied there)."""
+        return self.held_signature.heads(family) if family in CLASSES else []
+
+    def held_out_columns(self, family: str) -> dict[str, str]:
+        """The held-out family's part of a findings-table row."""
+        held = self.held_out(family)
+        found, passed = self.found(family)
+        cells = {"held-out gate (4 options)": f"{self.held_gate.accuracy} (p = {self.held_gate.p_value:.2f}), "
+                                              f"picks {self.held_gate.favourite[0]!r} {self.held_gate.favourite[1]:.0%}",
+                 ("held-out ranks of the found heads" if passed else "held-out ranks of the near misses"):
+                     held.ranks_text()}
+        if family in CLASSES:
+            again = self.held_out_passing(family)
+            kept = heldout.overlap(found, again) if passed else []
+            cells["held-out: pass the rule"] = (f"{len(again)}" + (f" ({len(kept)} of the {len(found)} found)"
+                                                                   if passed else ""))
+        return cells
 
     def gate_columns(self) -> dict[str, object]:
         """The gate's part of a findings-table row."""
@@ -396,6 +450,7 @@ class Study:
         return {
             **self.gate_columns(),
             f"{FAMILY_NAMES[family]} signature (heads)": f"{len(found)}: {labels(found[:4])}" + (" ..." if len(found) > 4 else ""),
+            **self.held_out_columns(family),
             "causal role": "tested" if self.gate.passed or self.gate_two.passed else "not testable (no behaviour)",
         }
 
@@ -407,14 +462,23 @@ class Sizes:
     questions: int = 60
 
 
+HELD_OUT_NAME = "other questions, facts and option wording"
+
+
 def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
-    """The shared part of every MCQ page: 0-shot gates with 4 and 2 options, signature on the 4-option run."""
+    """The shared part of every MCQ page: 0-shot gates with 4 and 2 options, signature on the 4-option run,
+    and the 4-option gate and signature again on as many held-out questions (`mcq_prompts.HELD_OUT`)."""
     task = mcq_task(model, n=sizes.questions, seed=seed)
     run = run_mcq(model, task)
     two = mcq_task(model, n=sizes.questions, seed=seed + 1, labels="AB")
     two_run = run_mcq(model, two)
-    return Study(model=models.spec_of(model).name, gate=mcq_gate(run.logits, run.correct, labels=task.labels, name="4 options, 0-shot",
-                                              seed=seed),
-                    gate_two=mcq_gate(two_run.logits, two_run.correct, labels=two.labels, name="2 options, 0-shot",
-                                      seed=seed),
-                    run=run, signature=signature(run, seed=seed))
+    held = mcq_task(model, n=sizes.questions, seed=seed + 2, family=HELD_OUT)
+    held_run = run_mcq(model, held)
+    return Study(model=models.spec_of(model).name,
+                 gate=mcq_gate(run.logits, run.correct, labels=task.labels, name="4 options, 0-shot", seed=seed),
+                 gate_two=mcq_gate(two_run.logits, two_run.correct, labels=two.labels, name="2 options, 0-shot",
+                                   seed=seed),
+                 run=run, signature=signature(run, seed=seed),
+                 held_gate=mcq_gate(held_run.logits, held_run.correct, labels=held.labels,
+                                    name="held-out family, 4 options, 0-shot", seed=seed),
+                 held_run=held_run, held_signature=signature(held_run, seed=seed))
