@@ -122,3 +122,23 @@ def test_mapping_at_layer_inputs_reads_each_layer_its_own_residual():
     assert scores.shape == (2, 1) and scores[0, 0].item() == 1.0 and scores[1, 0].item() == 0.0
     with pytest.raises(ValueError, match="one residual per layer"):
         acronyms.mapping_at_layer_inputs(weights, inputs[:1], partners, candidates)
+
+
+def test_another_lead_in_shifts_every_position_and_keeps_the_format():
+    model = fake_model(NOUNS)
+    main = acronyms.acronyms(model, n=20, seed=1, nouns=NOUNS)
+    held = acronyms.acronyms(model, n=20, seed=1, nouns=NOUNS, lead="Welcome to the")  # two fake ids
+    assert held.clean.tokens.shape == (20, main.clean.tokens.shape[1] + 1)
+    assert all(text.startswith("Welcome to the ") for text in held.clean.prompts)
+    for name in ("c1", "c2", "c3", "paren", "a1", "end"):
+        assert torch.equal(held.clean.positions[name], main.clean.positions[name] + 1)
+    # same seed, same draws: the prompts differ only by the lead-in
+    assert torch.equal(held.clean.tokens[:, 2:], main.clean.tokens[:, 1:])
+    with pytest.raises(ValueError, match="lead"):
+        acronyms.acronyms(model, n=5, seed=0, nouns=NOUNS, lead=" The")
+
+
+def test_held_out_nouns_share_no_noun_with_the_screen_nouns():
+    assert not set(acronyms.HELD_OUT_NOUNS) & set(acronyms.NOUNS)
+    assert len(set(acronyms.HELD_OUT_NOUNS)) == len(acronyms.HELD_OUT_NOUNS)
+    assert len({noun[0] for noun in acronyms.HELD_OUT_NOUNS}) >= 20

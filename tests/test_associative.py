@@ -161,3 +161,27 @@ def test_recall_prompts_hold_the_pair_and_the_control_breaks_only_the_key(tiny_g
         assert (row[:-1] == row[-1]).sum() == 1  # the key occurs once before the query
     with pytest.raises(ValueError, match="ordinary tokens"):
         recall.associative_recall_prompts(tiny_gpt2, batch=1, n_pairs=1, length=500, seed=0)
+
+
+def test_held_out_probe_keeps_triggers_and_bigrams_and_changes_the_rate():
+    task = associative.TriggerTask(vocab_size=20, seq_len=16, n_triggers=2, trigger_rate=0.25, seed=3)
+    held_task, probe = associative.held_out_probe(task, sequences=8, seed=11, trigger_rate=0.1)
+    assert torch.equal(held_task.triggers, task.triggers) and held_task.trigger_rate == 0.1
+    rows = task.ordinary
+    main = task.transitions[rows][:, rows] / (1 - 0.25)
+    torch.testing.assert_close(held_task.transitions[rows][:, rows] / (1 - 0.1), main)
+    assert probe.tokens.shape == (8, 16)
+    _, again = associative.held_out_probe(task, sequences=8, seed=11, trigger_rate=0.1)
+    assert torch.equal(again.tokens, probe.tokens)
+    with pytest.raises(ValueError, match="another trigger rate"):
+        associative.held_out_probe(task, sequences=8, seed=11, trigger_rate=0.25)
+
+
+def test_ablation_accuracies_names_the_full_model_and_each_set():
+    task = associative.TriggerTask(vocab_size=20, seq_len=16, n_triggers=2, trigger_rate=0.25, seed=3)
+    probe = task.sample_triggers(torch.Generator().manual_seed(0), 4)
+    model = toy.AttentionOnlyTransformer(toy.ToyConfig(vocab_size=20, n_ctx=16, n_layers=2, n_heads=2, d_model=16,
+                                                       d_head=8, seed=0))
+    accs = associative.ablation_accuracies(model, probe, task.transitions, {"L1H0": [(1, 0)]})
+    assert list(accs) == ["full model", "L1H0"] and set(accs["L1H0"]) == {"in_context", "first_trigger", "bigram",
+                                                                          "bigram_oracle"}

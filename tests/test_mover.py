@@ -142,3 +142,13 @@ def test_prompts_on_the_default_model(smollm2):
         assert batch.text(0).endswith(" is") and batch.nonce_subjects[0] in batch.text(0, nonce=True)
     again = mover.relation_batches(smollm2, seed=3)
     assert all(torch.equal(a.nonce, b.nonce) for a, b in zip(batches, again))  # seeded
+
+
+def test_held_out_wordings_keep_the_relations_and_move_the_capital_subject_away_from_the_end(smollm2):
+    assert [r.name for r in mover.HELD_OUT_RELATIONS] == [r.name for r in mover.RELATIONS]
+    held = mover.relation_batches(smollm2, seed=3, relations=mover.HELD_OUT_RELATIONS)
+    for main, relation, batch in zip(mover.RELATIONS, mover.HELD_OUT_RELATIONS, held):
+        assert relation.table == main.table and relation.template != main.template
+        if relation.name == "capital city":  # five tokens follow the subject instead of one
+            assert batch.tokens.shape[1] - batch.subject[1] == 5
+        assert batch.text(0) == relation.template.format(subject=batch.facts[0][0])

@@ -243,3 +243,14 @@ def test_question_first_prompts_count_nas_from_after_the_candidates(smollm2_toke
         keys = torch.maximum(batch.positions["yes_key"], batch.positions["no_key"])
         assert (batch.positions["question"] > keys).all() and (batch.positions["question"] <= batch.positions["end"]).all()
         assert batch.prompts[0].startswith("Is ") and batch.prompts[0].endswith("Yes or No.\nAnswer:")
+
+
+def test_held_out_wording_counts_nas_from_the_question_and_shares_no_instruction_word(smollm2_tokenizer_only):
+    model = smollm2_tokenizer_only
+    for order in yesno.ORDERS:
+        task = yesno.yes_no_questions(model, pairs_per_kind=3, seed=50, order=order, template=yesno.HELD_OUT_TEMPLATE)
+        for batch in task.batches:
+            first_word = model.tokenizer.decode(batch.tokens[0, batch.positions["question"][0]])
+            assert first_word.strip() == "Question", first_word
+            assert batch.prompts[0].startswith(f"Reply {order}. Question: is ") and batch.prompts[0].endswith("? Reply:")
+    assert "Answer" not in yesno.HELD_OUT_TEMPLATE and "Is " not in yesno.HELD_OUT_TEMPLATE

@@ -15,6 +15,8 @@ Choices (documented here, used by the page):
   (as IOI's metric does between its clean and ABC prompts).
 - *Previous words* replaces C1 and C2 by nouns with new initials; *previous letters* replaces A1 and A2
   by new capitals. Both keep C3, the answer and the wrong letter; new initials avoid every letter in use.
+- The held-out family (`held_out`) changes the carrier and the words: another lead-in ("Welcome to the"
+  instead of "The") and nouns from `HELD_OUT_NOUNS`, a list that shares no noun with `NOUNS`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from helpers import capture, controls, models, ov, patching, readout, stats, tasks
+from helpers import capture, controls, heldout, models, ov, patching, readout, stats, tasks
 from helpers.heads import Head, label, top as top_heads
 from helpers.tasks import TaskBatch
 
@@ -49,6 +51,23 @@ Question Rabbit Radio Rain River Road Robot Rock Room Rose Salt School Sea Ship 
 Song Star Stone Street Student Sun Table Teacher Tea Team Tiger Tool Tower Town Train Tree Truck Uncle Union Unit
 User Valley Van Village Voice Wall War Watch Water Wheel Window Wine Winter Wolf Woman Wood World Writer Yard Year
 Youth Zone Zoo""".split())
+
+# The held-out family's nouns: none of them is in NOUNS, so the screen never saw them.
+HELD_OUT_NOUNS: tuple[str, ...] = tuple("""
+Actor Album Angel Animal Ant Apartment Arm Aunt Axe Badge Bag Band Barn Basket Bat Beach Bean Bed Bee Bell Belt
+Bench Bike Blade Blanket Board Bone Boot Bowl Brain Branch Brick Bride Brush Bucket Bull Bus Butter Cabin Cake
+Camp Candle Cannon Canyon Cap Captain Carpet Cave Chain Chalk Cheese Chef Chest Chicken Chief Clock Coat Coin
+Colonel Comet Cotton Cow Crab Crane Crown Cube Curtain Deer Diamond Dinner Dish Doll Dolphin Donkey Drum Duck Dust
+Ear Edge Elbow Elephant Empire Fan Feather Fence Finger Flute Fog Fork Fox Frog Fruit Galaxy Gas Giant Glove Goat
+Grape Grass Hammer Harbor Hawk Helmet Hero Honey Hook Horn Hunter Ink Insect Ivy Jacket Jail Jeans Jewel Journal
+Jury Kettle Kite Kitten Lamb Lawyer Leaf Lemon Lens Lily Lock Lunch Magnet Maid Mask Meadow Medal Milk Mill Miner
+Mint Motor Mud Nail Navy Neck Noodle Nut Oak Onion Opera Orbit Oven Owl Palace Pan Parrot Pearl Pepper Pig Pillow
+Pipe Planet Plate Poet Pool Potato Prince Pump Quarter Quilt Quiz Rat Ribbon Rice Ring Roof Rope Sail Sand Scarf
+Sheep Shell Shield Silk Skirt Sky Snake Soap Sofa Spider Spoon Squirrel Stove Sugar Suit Sword Tank Taxi Tent
+Thread Throne Ticket Toast Tomato Tongue Tooth Towel Toy Tractor Trumpet Tube Turtle Umbrella Vase Velvet Vest
+Violin Volcano Wagon Wallet Whale Whip Wing Wire Witch Worm Yacht Yogurt Zebra""".split())
+HELD_OUT_LEAD = "Welcome to the"  # the main family's lead-in is "The"
+HELD_OUT_FAMILY = "lead-in 'Welcome to the', nouns the screen never used"
 
 LETTERS: tuple[str, ...] = tuple(string.ascii_uppercase)
 CORRUPTIONS: tuple[str, ...] = ("current word", "previous words", "previous letters")
@@ -96,19 +115,26 @@ class Acronyms:
         return len(self.clean)
 
 
-def acronyms(model: TransformerBridge, *, n: int, seed: int, nouns: Sequence[str] = NOUNS) -> Acronyms:
-    """`n` seeded prompts "The C1 C2 C3 (A1A2" with answer A3 and the paper's three corruptions."""
+def acronyms(model: TransformerBridge, *, n: int, seed: int, nouns: Sequence[str] = NOUNS,
+             lead: str = "The") -> Acronyms:
+    """`n` seeded prompts "The C1 C2 C3 (A1A2" with answer A3 and the paper's three corruptions.
+
+    `lead` is the text before the first noun (tokenised as written, e.g. "Welcome to the"); the
+    position "the" is its last token.
+    """
     if n < 1:
         raise ValueError(f"n must be a positive number of prompts; got {n}")
+    if not lead or lead != lead.strip():
+        raise ValueError(f"lead must be non-empty text without leading or trailing spaces; got {lead!r}")
     groups = nouns_by_initial(model, nouns)
     if len(groups) < 7:
         raise ValueError(f"only {len(groups)} initials have single-token nouns; need at least 7 (three for a "
                          f"prompt, a wrong letter, two replacements): pass more nouns")
     capitals = letter_ids(model)
-    the = tasks.single_token_id(model, "The")
+    lead_ids = tasks.token_ids(model, lead)
     paren = tasks.single_token_id(model, " (")
-    if the is None or paren is None:
-        raise ValueError("'The' and ' (' must be single tokens for this tokenizer")
+    if paren is None:
+        raise ValueError("' (' must be a single token for this tokenizer")
     bos = [model.tokenizer.bos_token_id] if model.cfg.default_prepend_bos else []
     rng = random.Random(seed)
     initials = sorted(groups)
@@ -117,8 +143,8 @@ def acronyms(model: TransformerBridge, *, n: int, seed: int, nouns: Sequence[str
         return rng.choice(groups[letter])
 
     def build(words: list[tuple[str, int]], acronym: list[str]) -> tuple[list[int], str]:
-        ids = bos + [the] + [token for _, token in words] + [paren] + [capitals[a] for a in acronym]
-        text = "The " + " ".join(word for word, _ in words) + " (" + "".join(acronym)
+        ids = bos + lead_ids + [token for _, token in words] + [paren] + [capitals[a] for a in acronym]
+        text = lead + " " + " ".join(word for word, _ in words) + " (" + "".join(acronym)
         return ids, text
 
     rows: dict[str, list[list[int]]] = {"clean": [], **{name: [] for name in CORRUPTIONS}}
@@ -135,7 +161,7 @@ def acronyms(model: TransformerBridge, *, n: int, seed: int, nouns: Sequence[str
         fresh = rng.sample([x for x in initials if x not in (first, second, third, other)], 2)
         rows["previous words"].append(build([noun(fresh[0]), noun(fresh[1]), words[2]], [first, second])[0])
         rows["previous letters"].append(build(words, fresh)[0])
-    offset = len(bos)
+    offset = len(bos) + len(lead_ids) - 1  # the lead's last token plays the role of "The"
     batch = torch.full((n,), 0, dtype=torch.long)
     positions = {name: batch + offset + i for i, name in enumerate(("the", "c1", "c2", "c3", "paren", "a1"))}
     positions["end"] = batch + offset + 6
@@ -143,7 +169,7 @@ def acronyms(model: TransformerBridge, *, n: int, seed: int, nouns: Sequence[str
     clean = TaskBatch(name="acronyms", tokens=tensors["clean"], prompts=tuple(prompts),
                       answers=torch.tensor(answers), wrong=torch.tensor(wrong),
                       corrupted=tensors["current word"], positions=positions,
-                      info={"seed": seed, "initials": "".join(initials),
+                      info={"seed": seed, "initials": "".join(initials), "lead": lead,
                             "nouns": sum(len(g) for g in groups.values())})
     pairs = [(token, capitals[letter]) for letter in initials for _, token in groups[letter]]
     return Acronyms(clean=clean, corrupted={name: tensors[name] for name in CORRUPTIONS},
@@ -289,21 +315,28 @@ class PatchCheck:
 def letter_screen(model: TransformerBridge, data: Acronyms, *, prompts: int) -> LetterScreen:
     """One read of END attention, one attribution-patching pass and the OV table, on `prompts` prompts."""
     batch = data.clean
-    tokens, corrupted = batch.tokens[:prompts], batch.corrupted[:prompts]
-    answers, wrong = batch.answers[:prompts], batch.wrong[:prompts]
+    tokens = batch.tokens[:prompts]
     read = capture.read_end(model, tokens)
     attention = read.attention.float()  # [layer, batch, head, key]
     pos = {name: where[0].item() for name, where in batch.positions.items()}
     to_c3 = attention[..., pos["c3"]].mean(1)
     to_previous = (attention[..., pos["c1"]] + attention[..., pos["c2"]]).mean(1) / 2
-    source_z = patching.head_outputs(model, corrupted)
-    carried = -patching.attribution_patching(model, tokens, source_z, answers, wrong)
+    carried = carried_logit_difference(model, data, prompts=prompts)
     weights = ov.ov_weights(model)
     mapping = ov.mapping_from_vectors(weights, ov.effective_embedding(model, data.nouns), data.initials, data.letters)
     return LetterScreen(patching=carried, to_c3=to_c3, to_previous=to_previous, ov=mapping,
                         ov_chance=1 / len(data.letters), ov_in_context=c3_mapping(model, data, prompts=prompts,
                                                                                   weights=weights),
                         ov_raw=ov.ov_mapping_scores(weights, data.nouns, data.initials, data.letters))
+
+
+def carried_logit_difference(model: TransformerBridge, data: Acronyms, *, prompts: int) -> Float[Tensor, "layer head"]:
+    """The pre-registered score: the logit difference each head carries (minus the attribution-patching
+    estimate of the change when its output is patched to the current-word twin's), on `prompts` prompts."""
+    batch = data.clean
+    source_z = patching.head_outputs(model, batch.corrupted[:prompts])
+    return -patching.attribution_patching(model, batch.tokens[:prompts], source_z, batch.answers[:prompts],
+                                          batch.wrong[:prompts])
 
 
 def mapping_at_layer_inputs(weights: ov.OVWeights, inputs: Sequence[Float[Tensor, "batch d_model"]],
@@ -333,13 +366,14 @@ def c3_mapping(model: TransformerBridge, data: Acronyms, *, prompts: int, weight
 
 
 def patch_check(model: TransformerBridge, data: Acronyms, found: Sequence[Head], *, prompts: int,
-                n_random: int, seed: int) -> PatchCheck:
-    """Patch `found` (all positions) to the current-word twin's outputs vs `n_random` random sets of the same size."""
+                n_random: int, seed: int, corruptions: Sequence[str] = ("previous words", "previous letters")) -> PatchCheck:
+    """Patch `found` (all positions) to the current-word twin's outputs vs `n_random` sets of as many heads
+    drawn from all heads (the found ones included, so a draw may hold a mover); `corruptions` are the
+    corruptions under which the found heads alone are also patched."""
     batch = data.clean
     tokens, answers, wrong = batch.tokens[:prompts], batch.answers[:prompts], batch.wrong[:prompts]
     found = [tuple(h) for h in found]
-    randoms = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(found), n_random,
-                                    seed=seed, exclude=found)
+    randoms = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(found), n_random, seed=seed)
 
     def diffs(source: Tensor, sets: list) -> tuple[Tensor, Tensor]:
         """The source prompts' own logit difference, and the clean prompts' with each set patched."""
@@ -359,24 +393,66 @@ def patch_check(model: TransformerBridge, data: Acronyms, found: Sequence[Head],
     top = share(clean, current[1], corrupted)
     drawn = share(clean[None], current[2:], corrupted)  # [set, batch]
     others = {}
-    for name in ("previous words", "previous letters"):
+    for name in corruptions:
         twin, patched = diffs(data.corrupted[name][:prompts], [[], found])
         others[name] = stats.bootstrap_ci(share(patched[0], patched[1], twin).numpy(), seed=seed)
     check = controls.CausalCheck(
         metric_name="share of the logit difference removed", heads=tuple(found), mode="patched to the current-word twin",
-        null=f"{len(found)} other heads at random", clean=stats.bootstrap_ci(clean, seed=seed),
+        null=f"{len(found)} heads drawn from all heads", clean=stats.bootstrap_ci(clean, seed=seed),
         top=stats.bootstrap_ci(top, seed=seed), draws=drawn.mean(1))
     return PatchCheck(check=check, other_corruptions=others)
 
 
 @dataclass(frozen=True)
+class HeldOutCheck:
+    """The gate, the screen score and the patching check again, on the held-out family.
+
+    ``held.screen`` is the carried logit difference on the held-out prompts; ``held.check`` patches the
+    page's found heads there, against fresh draws from all heads.
+    """
+
+    gate: AcronymGate
+    held: heldout.HeldOut
+
+    @property
+    def carried_over(self) -> bool:
+        """The rule fixed before looking: the gate passes, every found head ranks in the held-out top
+        2k, and no draw removes as much of the gap as the found heads (p = 1/(N+1))."""
+        k = len(self.held.found)
+        check = self.held.check
+        return bool(self.gate.gate.passed and self.held.kept(within=2 * k) == k and check is not None
+                    and check.as_strong == 0)
+
+    def row(self) -> dict[str, str]:
+        return {"held-out gate (accuracy, 26 letters)": f"{'pass' if self.gate.gate.passed else 'fail'} "
+                                                        f"({self.gate.accuracy})", **self.held.row()}
+
+    def summary(self) -> str:
+        return f"gate {self.gate.accuracy} accuracy, {'pass' if self.gate.gate.passed else 'fail'}; {self.held.summary()}"
+
+
+def held_out(model: TransformerBridge, found: Sequence[Head], *, prompts: int, n_random: int, seed: int
+             ) -> HeldOutCheck:
+    """The held-out family (`HELD_OUT_LEAD`, `HELD_OUT_NOUNS`): gate, carried logit difference of every
+    head and the current-word patching check of `found` against `n_random` fresh draws from all heads."""
+    data = acronyms(model, n=prompts, seed=seed, nouns=HELD_OUT_NOUNS, lead=HELD_OUT_LEAD)
+    gate = acronym_gate(end_logits(model, data.clean.tokens), end_logits(model, data.clean.corrupted), data, seed=seed)
+    carried = carried_logit_difference(model, data, prompts=prompts)
+    check = patch_check(model, data, found, prompts=prompts, n_random=n_random, seed=seed + 1, corruptions=())
+    return HeldOutCheck(gate=gate, held=heldout.HeldOut(HELD_OUT_FAMILY, found=list(found), screen=carried,
+                                                        check=check.check))
+
+
+@dataclass(frozen=True)
 class Study:
-    """The whole page on one model: gate, screen and (when the gate passes) the patching check."""
+    """The whole page on one model: gate, screen, (when the gate passes) the patching check, and the
+    held-out family's check of the same heads."""
 
     model: str
     gate: AcronymGate
     screen: LetterScreen
     check: PatchCheck | None
+    held_out: HeldOutCheck | None = None
 
     def row(self) -> dict[str, object]:
         """One row of the findings table."""
@@ -389,6 +465,7 @@ class Study:
             "top-k patched: share removed": str(self.check.check.top) if self.check else "not run",
             "random-k: share removed": self.check.check.draws_summary() if self.check else "not run",
             "pass rule": ("pass" if self.check.passed else "fail") if self.check else "not run",
+            **(self.held_out.row() if self.held_out else {"held-out format": "not run"}),
         }
 
 
@@ -404,4 +481,6 @@ def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) ->
     screen = letter_screen(model, data, prompts=sizes.screen_prompts)
     check = (patch_check(model, data, screen.top(sizes.top_k), prompts=sizes.screen_prompts,
                          n_random=sizes.n_random, seed=seed + 1) if gate.gate.passed else None)
-    return Study(model=models.spec_of(model).name, gate=gate, screen=screen, check=check)
+    held = (held_out(model, screen.top(sizes.top_k), prompts=sizes.screen_prompts, n_random=sizes.n_random,
+                     seed=seed + 100) if gate.gate.passed else None)
+    return Study(model=models.spec_of(model).name, gate=gate, screen=screen, check=check, held_out=held)

@@ -18,14 +18,17 @@ Three parts, in the order the notebook uses them:
   two-layer circuit: ``ov_copy_scores`` (layer-2 W_V W_O), ``trigger_key_scores`` (layer-2 W_QK read
   through layer 1's W_V W_O) and ``positional_qk_scores`` (layer-1 W_QK on positions).
 
-Also ``zero_ablated`` (a copy of a toy model with some heads' outputs removed). The same behaviour on
-a pretrained LM is `helpers.experiments.recall`.
+Also ``zero_ablated`` (a copy of a toy model with some heads' outputs removed), ``ablation_accuracies``
+(the recall metrics with each of several head sets removed) and ``held_out_probe`` (fresh sequences of
+the same task at another trigger rate, for the held-out check). The same behaviour on a pretrained LM is
+`helpers.experiments.recall`.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from dataclasses import dataclass
 
@@ -405,3 +408,27 @@ def first_step_at(steps: Sequence[int], values: Sequence[float], level: float) -
     if len(steps) != len(values):
         raise ValueError(f"need one value per step; got {len(steps)} steps and {len(values)} values")
     return next((step for step, value in zip(steps, values) if value >= level), None)
+
+
+def held_out_probe(task: TriggerTask, *, sequences: int, seed: int, trigger_rate: float
+                   ) -> tuple[TriggerTask, TriggerBatch]:
+    """Fresh probe sequences of the same task (same triggers, same bigram rows) at another trigger rate.
+
+    The triggers and the bigram table depend on ``task.seed`` only, so the returned task differs from
+    `task` in how often triggers occur (a lower rate puts a trigger's earlier occurrence further back);
+    every sequence draws its own trigger outputs, as always. Use a `seed` the page's probe did not use.
+    """
+    if trigger_rate == task.trigger_rate:
+        raise ValueError(f"pass another trigger rate than the task's own ({task.trigger_rate}) for a held-out probe")
+    held = dataclasses.replace(task, trigger_rate=trigger_rate)
+    return held, held.sample_triggers(torch.Generator().manual_seed(seed), sequences)
+
+
+@torch.no_grad()
+def ablation_accuracies(model: toy.AttentionOnlyTransformer, probe: TriggerBatch, transitions: Tensor,
+                        ablations: Mapping[str, Sequence[Head]]) -> dict[str, dict[str, Tensor]]:
+    """`recall_accuracies` of the intact model ("full model") and with each named head set zero-ablated."""
+    out = {"full model": recall_accuracies(model(probe.tokens), probe, transitions)}
+    for name, removed in ablations.items():
+        out[name] = recall_accuracies(zero_ablated(model, removed)(probe.tokens), probe, transitions)
+    return out

@@ -17,7 +17,10 @@ attribute there ("mover heads"). This module runs the reproduction of the book's
 4. `causal_check`: mean-ablate the top movers and random head sets of the same size, and measure the
    drop of the answer's lead over the other candidates.
 
-`run_mover_study` runs all of it on one model (the page's comparison model uses it).
+5. `held_out`: the gate, the screen and the causal check again in other wordings of the two relations
+   (`HELD_OUT_RELATIONS`).
+
+`study` runs all of it on one model (the page's comparison model uses it).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from helpers import attribution, capture, controls, interventions, models, stats, tasks
+from helpers import attribution, capture, controls, heldout, interventions, models, stats, tasks
 from helpers.experiments import conflict
 from helpers.heads import Head, label, top as top_heads
 from helpers.tasks import tokenize_prompts
@@ -78,6 +81,15 @@ RELATIONS: tuple[Relation, ...] = (
     Relation("capital city", "The capital city of {subject} is", conflict.COUNTRY_CAPITALS),
     Relation("official language", "The official language of {subject} is", COUNTRY_LANGUAGES),
 )
+
+# The held-out family: the same relations in other words, never screened. Neither wording names the relation
+# as the page's prompts do ("capital", "official language"); in the capital wording the subject sits five
+# tokens before the last position instead of right before it.
+HELD_OUT_RELATIONS: tuple[Relation, ...] = (
+    Relation("capital city", "The government of {subject} sits in the city of", conflict.COUNTRY_CAPITALS),
+    Relation("official language", "Most people who live in {subject} speak", COUNTRY_LANGUAGES),
+)
+HELD_OUT_FAMILY = "'The government of X sits in the city of', 'Most people who live in X speak'"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -476,6 +488,7 @@ class Study:
     screen: MoverScreen | None
     ablation: controls.CausalCheck | None
     present: bool
+    held_out: HeldOutCheck | None = None
 
     def row(self) -> dict:
         """One findings-table row."""
@@ -494,13 +507,14 @@ class Study:
             "change (random sets)": self.ablation.draws_summary(),
             "p vs random": round(self.ablation.p_value, 3),
             "mover role": "present" if self.present else "absent",
+            **(self.held_out.row() if self.held_out else {"held-out format": "not run"}),
         }
 
 
-def relation_batches(model, *, seed: int) -> tuple[FactBatch, ...]:
-    """Every usable fact of each relation in `RELATIONS`, as one batch per relation (seeded nonce words)."""
+def relation_batches(model, *, seed: int, relations: Sequence[Relation] = RELATIONS) -> tuple[FactBatch, ...]:
+    """Every usable fact of each relation in `relations`, as one batch per relation (seeded nonce words)."""
     out = []
-    for offset, relation in enumerate(RELATIONS):
+    for offset, relation in enumerate(relations):
         facts = relation_facts(model, relation)
         out.append(fact_batch(model, relation, facts, seed=seed + offset))
     return tuple(out)
@@ -511,6 +525,47 @@ def first(batches: Sequence[FactBatch], n: int) -> tuple[FactBatch, ...]:
     if n < 2:
         raise ValueError(f"n must be at least 2; got {n}")
     return tuple(batch.subset(range(min(len(batch), n))) for batch in batches)
+
+
+@dataclass(frozen=True)
+class HeldOutCheck:
+    """The page's steps again in the held-out wordings: the recall gate, the mover screen and ``held`` (the
+    found movers' ranks by held-out mover score, and the ablation against fresh draws from all heads)."""
+
+    recall: Recall
+    screen: MoverScreen
+    held: heldout.HeldOut
+
+    @property
+    def carried_over(self) -> bool:
+        """The rule fixed before looking: the gate passes, every found mover ranks within the held-out top
+        2k by mover score, and no draw drops the answer's lead as much as the movers do."""
+        k = len(self.held.found)
+        return bool(self.recall.gate.passed and self.held.kept(within=2 * k) == k and self.held.check is not None
+                    and self.held.check.as_strong == 0)
+
+    def row(self) -> dict[str, str]:
+        return {"held-out recall (gate)": f"{'pass' if self.recall.gate.passed else 'fail'}: {self.recall.gate.metric}",
+                **self.held.row()}
+
+    def summary(self) -> str:
+        known = ", ".join(f"{b.relation} {int(r.sum())}/{len(b)}" for b, r in zip(self.recall.batches, self.recall.correct))
+        return f"held-out gate {self.recall.gate.metric} ({known}); {self.held.summary()}"
+
+
+def held_out(model, found: Sequence[Head], *, sizes: Sizes, seed: int) -> HeldOutCheck:
+    """Gate, screen and the ablation of `found` against `sizes.n_random` fresh draws from all heads, in the
+    `HELD_OUT_RELATIONS` wordings (the same countries: the tables hold no others)."""
+    recall = recall_gate(model, relation_batches(model, seed=seed, relations=HELD_OUT_RELATIONS), seed=seed)
+    known = recall.known()
+    if any(len(batch) < 2 for batch in known):
+        raise ValueError(f"the model knows fewer than two facts of a relation in the held-out wording: "
+                         f"{recall.accuracy()}")
+    screen = screen_heads(model, first(known, sizes.screen_prompts))
+    check = causal_check(model, first(known, sizes.ablation_prompts), recall.batches, found,
+                         n_random=sizes.n_random, seed=seed)
+    return HeldOutCheck(recall=recall, screen=screen,
+                        held=heldout.HeldOut(HELD_OUT_FAMILY, found=list(found), screen=screen.score, check=check))
 
 
 def study(model, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
@@ -525,4 +580,5 @@ def study(model, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
     ablation = causal_check(model, first(known, sizes.ablation_prompts),
                             recall.batches, top, n_random=sizes.n_random, seed=seed)
     return Study(model=name, recall=recall, screen=screen, ablation=ablation,
-                 present=role_present(screen, ablation, top, seed=seed))
+                 present=role_present(screen, ablation, top, seed=seed),
+                 held_out=held_out(model, top, sizes=sizes, seed=seed + 100))

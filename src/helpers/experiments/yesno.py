@@ -10,7 +10,9 @@ page needs:
   the candidates as "Yes or No" or "No or Yes".
 - `negative_attention_score`: NAS from attention patterns (a pure function).
 - `no_minus_yes`, `precision_recall_yes`, `mirror_gate`: the bias, restricted to the two answers.
-- `nas_screen`, `bias_ablation`, `negative_study`: the page's steps, so both models run the same code.
+- `nas_screen`, `bias_ablation`, `study`: the page's steps, so both models run the same code.
+- `held_out`: the gate, the NAS screen and (with a bias) the ablation again in another instruction
+  wording (`HELD_OUT_TEMPLATE`) with fresh questions.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from helpers import capture, controls, interventions, models, readout, stats, tasks
+from helpers import capture, controls, heldout, interventions, models, readout, stats, tasks
 from helpers.heads import Head, labels, top as top_heads
 
 if TYPE_CHECKING:
@@ -35,6 +37,9 @@ ORDERS = ("Yes or No", "No or Yes")
 KINDS = ("arithmetic", "comparison", "capital")
 TEMPLATE = "Answer {order}. Is {question}? Answer:"
 QUESTION_FIRST = "Is {question}? Answer {order}.\nAnswer:"  # the candidates come after the question
+# The held-out wording: other instruction and answer words, the question introduced by "Question:".
+HELD_OUT_TEMPLATE = "Reply {order}. Question: is {question}? Reply:"
+HELD_OUT_FAMILY = "'Reply Yes or No. Question: is ...? Reply:', fresh questions"
 
 # Capital cities and their countries; a false question pairs the city with another country of the list.
 CAPITALS = (("Paris", "France"), ("Rome", "Italy"), ("Berlin", "Germany"), ("Madrid", "Spain"),
@@ -367,15 +372,15 @@ def mean_outputs(model: TransformerBridge, task: YesNoTask) -> Float[Tensor, "la
 
 def bias_ablation(model: TransformerBridge, task: YesNoTask, heads: Sequence[Head], *, n_random: int, seed: int
                   ) -> controls.CausalCheck:
-    """Mean-ablate `heads` together, and `n_random` random sets of as many heads (never the top ones).
+    """Mean-ablate `heads` together, and `n_random` sets of as many heads drawn from all heads (the top ones
+    included, so a draw may hold one of them).
 
     The metric is the Yes-minus-No logit difference averaged over true and false items, so a positive
     change means the ablation *shrank* the negative bias.
     """
     heads = [tuple(head) for head in heads]
     means = mean_outputs(model, task)
-    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random,
-                                  seed=seed, exclude=heads)
+    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(heads), n_random, seed=seed)
     yes_id, no_id = task.yes_id, task.no_id
 
     def yes_minus_no(logits: Tensor, tokens: Tensor) -> Tensor:
@@ -384,7 +389,7 @@ def bias_ablation(model: TransformerBridge, task: YesNoTask, heads: Sequence[Hea
     values = torch.cat([interventions.ablated_metric(model, batch.tokens, [[]] + [heads] + draws, yes_minus_no,
                                                      mode="mean", means=means) for batch in task.batches], dim=1)
     return controls.check_from_values(values, heads, metric_name="logit(Yes) - logit(No)", mode="mean-ablated",
-                                      null=f"{len(heads)} other heads at random", seed=seed)
+                                      null=f"{len(heads)} heads drawn from all heads", seed=seed)
 
 
 def order_biases(model: TransformerBridge, *, pairs_per_kind: int, seed: int, template: str = TEMPLATE
@@ -418,6 +423,46 @@ class Sizes:
 
 
 @dataclass(frozen=True)
+class HeldOutCheck:
+    """The page's steps again in the held-out wording: the order-balanced gate, each order's gate, the
+    NAS screen in both orders and ``held`` (the found heads' ranks by held-out NAS; ``held.check`` is the
+    ablation, run only where the held-out gate finds a bias)."""
+
+    gate: stats.GateResult
+    order_gates: dict[str, stats.GateResult]
+    screen: NasScreen
+    held: heldout.HeldOut
+
+    def row(self) -> dict[str, str]:
+        return {"held-out pull, both orders": f"{self.gate.difference} ({'pass' if self.gate.passed else 'fail'})",
+                "held-out order swap: top-k kept, rank corr.": f"{self.screen.overlap}/{self.screen.top_k}, "
+                                                               f"{self.screen.rank_correlation:.2f}",
+                **self.held.row()}
+
+    def summary(self) -> str:
+        orders = "; ".join(f"{order}: {gate.difference}" for order, gate in self.order_gates.items())
+        return (f"held-out gate: pull towards No {self.gate.difference} ({'pass' if self.gate.passed else 'fail'}); "
+                f"by order {orders}\n{self.screen.summary()}\n{self.held.summary()}")
+
+
+def held_out(model: TransformerBridge, found: Sequence[Head], *, sizes: Sizes, seed: int,
+             template: str = HELD_OUT_TEMPLATE) -> HeldOutCheck:
+    """Gate, NAS screen and (only if the gate finds a bias) the ablation of `found` against fresh draws from
+    all heads, in `template` with questions drawn from `seed` (pass a seed the page's steps did not use)."""
+    truth, biases = order_biases(model, pairs_per_kind=sizes.gate_pairs_per_kind, seed=seed, template=template)
+    gate = mirror_gate(balanced(biases), truth, seed=seed)
+    order_gates = {order: mirror_gate(bias, truth, seed=seed) for order, bias in biases.items()}
+    screen = nas_screen(model, pairs_per_kind=sizes.screen_pairs_per_kind, seed=seed + 10, top_k=sizes.top_k,
+                        template=template)
+    check = None
+    if gate.passed:
+        task = yes_no_questions(model, pairs_per_kind=sizes.ablation_pairs_per_kind, seed=seed + 20, template=template)
+        check = bias_ablation(model, task, found, n_random=sizes.n_random, seed=seed + 20)
+    return HeldOutCheck(gate=gate, order_gates=order_gates, screen=screen,
+                        held=heldout.HeldOut(HELD_OUT_FAMILY, found=list(found), screen=screen.scores, check=check))
+
+
+@dataclass(frozen=True)
 class Study:
     """The negative-head steps on one model: gate (order-balanced bias), NAS screen, causal check (only
     with a bias). ``order_gates`` holds the same gate for each instruction order on its own."""
@@ -428,6 +473,7 @@ class Study:
     precision_recall: tuple[float, float]
     screen: NasScreen
     check: controls.CausalCheck | None = None
+    held_out: HeldOutCheck | None = None
 
     def row(self) -> dict[str, object]:
         precision, recall = self.precision_recall
@@ -444,6 +490,7 @@ class Study:
                                                   f"{self.screen.rank_correlation:.2f}",
             "top-k ablation effect": str(self.check.top) if self.check else "not run (no negative bias)",
             "random-k effect": self.check.draws_summary() if self.check else "not run (no negative bias)",
+            **(self.held_out.row() if self.held_out else {"held-out format": "not run"}),
         }
 
 
@@ -458,6 +505,7 @@ def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) ->
     if gate.passed:
         ablation_task = yes_no_questions(model, pairs_per_kind=sizes.ablation_pairs_per_kind, seed=seed + 20)
         check = bias_ablation(model, ablation_task, found.top(sizes.top_k), n_random=sizes.n_random, seed=seed + 20)
+    held = held_out(model, found.top(sizes.top_k), sizes=sizes, seed=seed + 50)
     return Study(model=models.spec_of(model).name, gate=gate, order_gates=order_gates,
-                         precision_recall=precision_recall_yes(says_yes, truth.repeat(len(biases))),
-                         screen=found, check=check)
+                 precision_recall=precision_recall_yes(says_yes, truth.repeat(len(biases))),
+                 screen=found, check=check, held_out=held)
