@@ -42,3 +42,18 @@ def test_bad_input_gets_a_clear_error():
 
 def test_overlap_keeps_the_order_of_the_first_list():
     assert heldout.overlap([(1, 0), (2, 3), (0, 0)], [(0, 0), (1, 0)]) == [(1, 0), (0, 0)]
+
+
+def test_carries_over_needs_the_ranks_and_a_check_no_draw_matches():
+    def check(draw_change: float) -> controls.CausalCheck:  # found heads drop the metric by 1.0
+        values = torch.tensor([[1.0, 1.0], [0.0, 0.0], [1.0, 1.0], [1.0 + draw_change] * 2])
+        return controls.check_from_values(values, [(2, 3), (1, 0)], metric_name="m", mode="mean-ablated",
+                                          null="2 draws", larger_is_stronger=False)
+
+    found = [(2, 3), (1, 0)]  # held-out ranks 2 and 3: within the top 2k = 4
+    assert heldout.HeldOut("x", found=found, screen=_scores(), check=check(-0.5)).carries_over()
+    assert not heldout.HeldOut("x", found=found, screen=_scores(), check=check(-1.0)).carries_over()  # a draw ties
+    assert not heldout.HeldOut("x", found=found, screen=_scores()).carries_over()  # nothing re-checked causally
+    far = _scores()
+    far[1, 0] = -1.0  # L1H0 falls to last of 12, outside the top 4
+    assert not heldout.HeldOut("x", found=found, screen=far, check=check(-0.5)).carries_over()

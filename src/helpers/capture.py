@@ -123,10 +123,11 @@ def run_until(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], hooks:
 
 
 @torch.no_grad()
-def final_at(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], *, position: int = -1,
-             fwd_hooks: list | tuple = ()) -> Float[Tensor, "batch d_model"]:
-    """The final norm's output at `position` (on the CPU), from a pass that stops there; `fwd_hooks` run in
-    the same pass (ablations, patches). `helpers.readout` turns it into logits."""
+def final_at(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], *, position: int | slice = -1,
+             fwd_hooks: list | tuple = ()) -> Float[Tensor, "batch d_model"] | Float[Tensor, "batch span d_model"]:
+    """The final norm's output at `position` (on the CPU; a slice keeps a position axis), from a pass that
+    stops there; `fwd_hooks` run in the same pass (ablations, patches). `helpers.readout` turns it into
+    logits."""
     check_tokens(model, tokens)
     store: dict[str, Tensor] = {}
 

@@ -67,6 +67,13 @@ class HeldOut:
         within = len(self.found) if within is None else within
         return sum(rank <= within for rank in self.ranks())
 
+    def carries_over(self) -> bool:
+        """The book's rule, fixed before looking: every found head ranks within the held-out top 2k (k =
+        number found), and the held-out causal check has no draw as strong as the found heads
+        (p = 1/(N+1) for N draws). False when there is no held-out check."""
+        k = len(self.found)
+        return self.kept(within=2 * k) == k and self.check is not None and self.check.as_strong == 0
+
     def top(self, k: int) -> list[Head]:
         """The held-out screen's own top `k`."""
         return heads.top(self.screen, k)

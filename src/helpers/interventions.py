@@ -65,6 +65,7 @@ def ablated_metric(
     means: Float[Tensor, "layer ... head d_head"] | None = None,
     max_rows: int | None = None,
     last_position_only: bool = False,
+    positions: slice | None = None,
 ) -> Float[Tensor, "set batch"]:
     """`metric` on every prompt with each head set ablated in turn.
 
@@ -79,6 +80,9 @@ def ablated_metric(
         last_position_only: unembed only the last position, so `metric` receives logits
             ``[rows, 1, vocab]``; for metrics read at the answer slot this saves most of a
             large-vocabulary model's cost (Gemma).
+        positions: unembed only these positions (a slice), so `metric` receives logits
+            ``[rows, len(positions), vocab]``: e.g. the positions that predict a repeated half.
+            ``last_position_only`` is ``positions=slice(-1, None)``.
 
     Returns:
         ``[set, batch]`` metric values.
@@ -90,10 +94,17 @@ def ablated_metric(
         raise ValueError("mode='mean' needs `means`; compute them with helpers.capture.mean_head_outputs")
     if len(head_sets) == 0:
         raise ValueError("head_sets is empty; pass [[]] to measure the clean model")
+    if last_position_only and positions is not None:
+        raise ValueError("pass last_position_only or positions, not both")
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     masks = heads.masks(head_sets, n_layers, n_heads)
     batch, seq_len = tokens.shape
-    rows = max(max_rows or rows_per_chunk(model, 1 if last_position_only else seq_len), 1)
+    if last_position_only:
+        positions = slice(seq_len - 1, seq_len)
+    span = seq_len if positions is None else len(range(seq_len)[positions])
+    if span < 1:
+        raise ValueError(f"positions {positions} select no position of a sequence of {seq_len}")
+    rows = max(max_rows or rows_per_chunk(model, span), 1)
     sets_per_pass = max(1, rows // batch)
     results = []
     for start in range(0, len(head_sets), sets_per_pass):
@@ -105,8 +116,9 @@ def ablated_metric(
             for layer in range(n_layers) if chunk[:, layer].any()
         ]
         device_tokens = repeated.to(model.cfg.device)
-        if last_position_only:
-            logits = readout.logits(model, final_at(model, device_tokens, fwd_hooks=hooks))[:, None].to(model.cfg.device)
+        if positions is not None:
+            final = final_at(model, device_tokens, position=positions, fwd_hooks=hooks)  # [rows, span, d_model]
+            logits = readout.logits(model, final).to(model.cfg.device)
         else:
             logits = model.run_with_hooks(device_tokens, fwd_hooks=hooks) if hooks else model(device_tokens)
         values = metric(logits, device_tokens).float().cpu()

@@ -416,12 +416,9 @@ class HeldOutCheck:
 
     @property
     def carried_over(self) -> bool:
-        """The rule fixed before looking: the gate passes, every found head ranks in the held-out top
-        2k, and no draw removes as much of the gap as the found heads (p = 1/(N+1))."""
-        k = len(self.held.found)
-        check = self.held.check
-        return bool(self.gate.gate.passed and self.held.kept(within=2 * k) == k and check is not None
-                    and check.as_strong == 0)
+        """The gate passes and `HeldOut.carries_over`: every found head ranks in the held-out top 2k, and
+        no draw removes as much of the gap as the found heads (p = 1/(N+1))."""
+        return bool(self.gate.gate.passed and self.held.carries_over())
 
     def row(self) -> dict[str, str]:
         return {"held-out gate (accuracy, 26 letters)": f"{'pass' if self.gate.gate.passed else 'fail'} "

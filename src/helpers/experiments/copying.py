@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from helpers import capture, controls, heads, heldout, interventions, readout, scores, stats, tasks
+from helpers import capture, controls, heads, heldout, interventions, scores, stats, tasks
 from helpers.heads import Head
 from helpers.screens import Screen
 
@@ -140,32 +140,20 @@ def second_copy_losses(model: TransformerBridge, tokens: Tensor, head_sets: Sequ
                        means: Tensor, second_start: int, max_rows: int | None = None) -> Tensor:
     """``[set, prompt]`` mean loss on the second copy with each head set mean-ablated (``[]`` = clean).
 
-    The same numbers as `interventions.ablated_metric` with `repeated_half_metric`, but each pass stops at
-    the final norm and only the positions that predict the second copy are unembedded: with Gemma's 262k
-    vocabulary the unembedding of every position costs more than the rest of the model.
+    The same numbers as `interventions.ablated_metric` with `repeated_half_metric`, but only the positions
+    that predict the second copy are unembedded: with Gemma's 262k vocabulary the unembedding of every
+    position costs more than the rest of the model.
     """
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    masks = heads.masks(head_sets, n_layers, n_heads)  # [set, layer, head]
-    batch, seq_len = tokens.shape
-    span = seq_len - 1 - second_start  # positions second_start .. seq_len - 2 predict the second copy's tokens
-    if span < 1:
+    seq_len = tokens.shape[1]
+    if seq_len - 1 - second_start < 1:
         raise ValueError(f"second_start {second_start} leaves no token to predict in a sequence of {seq_len}")
-    targets = tokens[:, second_start + 1:]
-    rows = max(max_rows or capture.rows_per_chunk(model, span), 1)
-    sets_per_pass = max(1, rows // batch)
-    out = []
-    for start in range(0, len(head_sets), sets_per_pass):
-        chunk = masks[start:start + sets_per_pass]
-        keep = (~chunk).float().repeat_interleave(batch, dim=0)  # set-major rows
-        hooks = [(capture.z_hook(layer), interventions.ablation_hook(keep[:, layer], means[layer]))
-                 for layer in range(n_layers) if chunk[:, layer].any()]
-        final = capture.final_at(model, tokens.repeat(len(chunk), 1), position=slice(second_start, seq_len - 1),
-                                 fwd_hooks=hooks)  # [rows, span, d_model]
-        logits = readout.logits(model, final)  # [rows, span, vocab]
-        losses = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.repeat(len(chunk), 1).flatten(),
-                                                   reduction="none")
-        out.append(losses.view(len(chunk), batch, span).mean(-1))
-    return torch.cat(out)
+
+    def loss(logits: Tensor, rows: Tensor) -> Tensor:  # logits [rows, span, vocab] predict rows[:, second_start + 1:]
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), rows[:, second_start + 1:].flatten(),
+                                                 reduction="none").view(len(rows), -1).mean(-1)
+
+    return interventions.ablated_metric(model, tokens, head_sets, loss, mode="mean", means=means, max_rows=max_rows,
+                                        positions=slice(second_start, seq_len - 1))
 
 
 def copying_ablation(model: TransformerBridge, found: Sequence[Head], *, sizes: Sizes, seed: int,

@@ -538,11 +538,9 @@ class HeldOutCheck:
 
     @property
     def carried_over(self) -> bool:
-        """The rule fixed before looking: the gate passes, every found mover ranks within the held-out top
-        2k by mover score, and no draw drops the answer's lead as much as the movers do."""
-        k = len(self.held.found)
-        return bool(self.recall.gate.passed and self.held.kept(within=2 * k) == k and self.held.check is not None
-                    and self.held.check.as_strong == 0)
+        """The gate passes and `HeldOut.carries_over`: every found mover ranks within the held-out top 2k
+        by mover score, and no draw drops the answer's lead as much as the movers do."""
+        return bool(self.recall.gate.passed and self.held.carries_over())
 
     def row(self) -> dict[str, str]:
         return {"held-out recall (gate)": f"{'pass' if self.recall.gate.passed else 'fail'}: {self.recall.gate.metric}",
