@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv models toys test unit notebooks kernels strict-book browser book benchmarks clean
+.PHONY: all venv models toys test unit notebooks kernels strict-book browser book benchmarks editions clean
 
 all: book
 
@@ -42,6 +42,12 @@ models: $(BIN)/.installed
 # that finds the store empty trains them itself (Colab), at about 80 s.
 toys: venv
 	$(BIN)/python -m helpers.experiments.mcq_toy_task
+
+# The course's two editions of every page (tests/notebooks/editions.py): _editions/student (exercises,
+# no solutions; upload to Colab) and _editions/answers (solutions open). `make unit` checks both.
+editions: venv
+	rm -rf _editions
+	$(BIN)/python tests/notebooks/editions.py _editions
 
 unit: venv
 	$(BIN)/python -m pytest -q tests
@@ -88,4 +94,4 @@ benchmarks: venv models
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf _build $(STAGE)
+	rm -rf _build $(STAGE) _editions

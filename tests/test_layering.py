@@ -11,6 +11,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "helpers"
 CORE = sorted(p for p in PACKAGE.glob("*.py"))
 EXPERIMENTS = sorted((PACKAGE / "experiments").glob("*.py"))
+CHECKS = sorted((PACKAGE / "checks").glob("*.py"))  # exercise checkers: a leaf on top, like the notebooks
 HOOK_MODULES = {"capture.py", "interventions.py", "patching.py"}
 
 
@@ -33,10 +34,17 @@ def test_a_core_module_never_imports_an_experiment(path):
 
 
 @pytest.mark.parametrize("path", CORE + EXPERIMENTS, ids=lambda p: p.name)
+def test_no_science_module_imports_the_exercise_checkers(path):
+    offending = [f"{module}.{name}" for module, name in imports(path)
+                 if module.startswith("helpers.checks") or (module == "helpers" and name == "checks")]
+    assert not offending, f"{path.name} imports {offending}: the checkers sit on top of the science, not under it"
+
+
+@pytest.mark.parametrize("path", CORE + EXPERIMENTS + CHECKS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_no_module_imports_another_modules_private_names(path):
     offending = [f"{module}.{name}" for module, name in imports(path) if name.startswith("_")]
     text = path.read_text()
-    for module in [p.stem for p in CORE + EXPERIMENTS if p != path]:
+    for module in [p.stem for p in CORE + EXPERIMENTS + CHECKS if p != path]:
         offending += [f"{module}.{attr}" for attr in _private_attributes(text, module)]
     assert not offending, f"{path.name} reaches into private names {offending}; make them public or move the code"
 

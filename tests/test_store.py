@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -70,3 +73,16 @@ def test_switching_the_store_off_recomputes(monkeypatch):
 def test_names_that_are_not_file_names_are_refused():
     with pytest.raises(ValueError, match=r"letters, digits.*'../x'"):
         store.cached("../x", lambda: 1)
+
+
+def test_the_exercise_checkers_are_not_in_the_code_digest(tmp_path):
+    """Editing an exercise's checker must not invalidate (and retrain) every stored result; editing any
+    other helper must."""
+    package = tmp_path / "helpers"
+    shutil.copytree(Path(store.__file__).resolve().parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    before = store.package_digest(package)
+    assert before == store.code_digest()
+    (package / "checks" / "patterns.py").write_text("# a learner-facing edit\n", encoding="utf-8")
+    assert store.package_digest(package) == before
+    (package / "heads.py").write_text("# an edit to the code results come from\n", encoding="utf-8")
+    assert store.package_digest(package) != before

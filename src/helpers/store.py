@@ -36,14 +36,23 @@ from helpers.model_cache import cache_root
 
 T = TypeVar("T")
 SWITCH_ENV = "ATTENTION_HEADS_RESULTS"
+NOT_DIGESTED = ("checks",)  # helpers subpackages no stored result depends on
 
 
 @lru_cache(maxsize=1)
 def code_digest() -> str:
-    """SHA-256 over the source of every module of the ``helpers`` package (paths and contents)."""
-    package = Path(__file__).resolve().parent
+    """SHA-256 over the source of every module of the ``helpers`` package (paths and contents), except the
+    exercise checkers (``helpers/checks``), which never compute a stored result: editing an exercise must
+    not retrain the toys."""
+    return package_digest(Path(__file__).resolve().parent)
+
+
+def package_digest(package: Path) -> str:
+    """SHA-256 over the paths and contents of the ``.py`` files under `package`, skipping NOT_DIGESTED."""
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
+        if path.relative_to(package).parts[0] in NOT_DIGESTED:
+            continue
         digest.update(str(path.relative_to(package)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
