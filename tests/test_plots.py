@@ -1,12 +1,15 @@
 """Tests for helpers.plots: figures carry the titles, labels and marks they are given; the view stays small."""
 
 import importlib
+import re
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import nbformat  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -238,3 +241,34 @@ def test_circuit_figures_draw_every_role_and_label_heads():
     assert "L1H2" in {t.get_text() for t in scatter.axes[0].texts}
     with pytest.raises(ValueError, match="both be"):
         plots.head_scatter(torch.rand(4, 3), torch.rand(3, 3), title="t", xlabel="x", ylabel="y")
+
+
+FIGURE_SOURCES = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb")) + sorted(
+    (Path(__file__).parents[1] / "src" / "helpers").rglob("*.py"))
+FIGSIZE_WIDTH = re.compile(r"figsize=\(\s*([0-9.]+)")
+FONTSIZE = re.compile(r"fontsize=([0-9.]+|\"[a-z-]+\"|'[a-z-]+')")
+
+
+def figure_code(path: Path) -> str:
+    if path.suffix == ".ipynb":
+        notebook = nbformat.read(path, as_version=4)
+        return "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    return path.read_text()
+
+
+@pytest.mark.parametrize("path", FIGURE_SOURCES, ids=lambda p: p.name)
+def test_no_figure_is_wider_than_the_column_or_has_text_below_the_minimum(path):
+    """A literal figure width over the column makes the page shrink the figure (and its text) to fit."""
+    code = figure_code(path)
+    too_wide = [float(width) for width in FIGSIZE_WIDTH.findall(code) if float(width) > plots.COLUMN_INCHES]
+    assert not too_wide, f"{path.name}: figsize widths {too_wide} in; use at most plots.COLUMN_INCHES"
+    too_small = [size for size in FONTSIZE.findall(code) if not size.replace(".", "").isdigit()
+                 or float(size) < plots.MIN_FONT_PT]
+    assert not too_small, f"{path.name}: fontsize {too_small}; use plots.MIN_FONT_PT or larger (in points)"
+
+
+def test_the_figure_source_check_catches_a_wide_figure_and_small_text():
+    code = 'fig, ax = plt.subplots(figsize=(11, 5))\nax.set_title("t", fontsize=7)'
+    assert [float(w) for w in FIGSIZE_WIDTH.findall(code)] == [11.0]
+    assert FONTSIZE.findall(code) == ["7"]
+    assert FONTSIZE.findall('ax.text(0, 0, "t", fontsize="small")') == ['"small"']

@@ -42,14 +42,26 @@ from helpers.stats import Estimate
 
 Array = Union[Tensor, np.ndarray]
 
+# Figures are drawn for the book's text column: at 1280 px the column is about 730 CSS px wide, and a
+# figure up to COLUMN_INCHES wide at FIGURE_DPI shows at its own size there, so its smallest text,
+# MIN_FONT_PT, shows at MIN_FONT_PT * FIGURE_DPI / 72 px (13.75 px; 9 pt is 12 px). The browser check
+# (tests/site/browser_check.py) fails a figure the page shrinks past that.
+FIGURE_DPI = 110
+MIN_FONT_PT = 9
+COLUMN_INCHES = 6.6
 BOOK_STYLE: dict[str, object] = {
-    "figure.dpi": 110,
+    "figure.dpi": FIGURE_DPI,
     "savefig.dpi": 150,
     "savefig.bbox": "tight",
     "font.size": 10,
     "axes.titlesize": 11,
     "axes.titleweight": "bold",
     "axes.labelsize": 10,
+    "xtick.labelsize": MIN_FONT_PT,
+    "ytick.labelsize": MIN_FONT_PT,
+    "legend.fontsize": MIN_FONT_PT,
+    "legend.title_fontsize": MIN_FONT_PT,
+    "figure.titlesize": 11,
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.grid": False,
@@ -82,9 +94,10 @@ def _numpy(values: Array | Sequence[float], name: str, ndim: int | None) -> np.n
 
 
 def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
+    """A new figure at most `COLUMN_INCHES` wide (so the page never shrinks its text), or `ax`'s."""
     if ax is not None:
         return ax.figure, ax
-    fig, new_ax = plt.subplots(figsize=size, layout="constrained")
+    fig, new_ax = plt.subplots(figsize=(min(size[0], COLUMN_INCHES), size[1]), layout="constrained")
     return fig, new_ax
 
 
@@ -163,7 +176,7 @@ def head_heatmap(
     ax.set_title(title)
     for layer, head in marked:
         ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor=MARK_COLOR, linewidth=2))
-        ax.text(head, layer, f"{grid[layer, head]:.2f}", ha="center", va="center", fontsize=7, color="white",
+        ax.text(head, layer, f"{grid[layer, head]:.2f}", ha="center", va="center", fontsize=MIN_FONT_PT, color="white",
                 path_effects=[path_effects.withStroke(linewidth=2, foreground="black")])
     return fig
 
@@ -311,13 +324,13 @@ def attention_pattern(
             f"pattern has shape {tuple(grid.shape)} but there are {len(tokens)} tokens; expected "
             f"({len(tokens)}, {len(tokens)}). Pass one prompt's pattern for one head, e.g. patterns[layer, 0, head]"
         )
-    side = min(2.5 + 0.28 * len(tokens), 14.0)
+    side = min(2.5 + 0.28 * len(tokens), COLUMN_INCHES - 1.0)
     fig, ax = _figure(ax, (side + 1.0, side))
     image = ax.imshow(grid, cmap=SEQUENTIAL_CMAP, vmin=0.0, vmax=1.0, interpolation="nearest")
     fig.colorbar(image, ax=ax, shrink=0.8).set_label("attention probability")
     labels = [_token_label(t) for t in tokens]
-    ax.set_xticks(np.arange(len(tokens)), labels, rotation=90, fontsize=8)
-    ax.set_yticks(np.arange(len(tokens)), labels, fontsize=8)
+    ax.set_xticks(np.arange(len(tokens)), labels, rotation=90, fontsize=MIN_FONT_PT)
+    ax.set_yticks(np.arange(len(tokens)), labels, fontsize=MIN_FONT_PT)
     ax.set_xlabel("key (attended to)")
     ax.set_ylabel("query (attending)")
     ax.set_title(title)
@@ -444,7 +457,7 @@ def head_scatter(
     for layer, head in marked:
         ax.scatter([xs[layer, head]], [ys[layer, head]], s=40, facecolors="none", edgecolors=MARK_COLOR)
         ax.annotate(heads.label((layer, head)), (xs[layer, head], ys[layer, head]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=8, color=MARK_COLOR)
+                    xytext=(4, 4), fontsize=MIN_FONT_PT, color=MARK_COLOR)
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -473,30 +486,37 @@ def circuit_diagram(
         edges: (from role, to role) arrows, e.g. ``("S-inhibition", "name mover")``; "logits" is a sink.
     """
     names = list(roles)
-    fig, ax = _figure(ax, (1.9 * len(names) + 1.5, 5.0))
+    height = 6.0
+    fig, ax = _figure(ax, (COLUMN_INCHES, height))
+    # A label box is about 0.22 in tall; in layer units that is the gap two labels of a column need.
+    gap = 0.22 / ((height - 1.4) / (n_layers + 1.8))
     centre: dict[str, tuple[float, float]] = {}
+    lowest = float(n_layers)
     for column, role in enumerate(names):
         members = sorted(roles[role])
         color = ROLE_COLORS.get(role, "#4c72b0")
         if not members:
-            ax.text(column, n_layers / 2, "not found", ha="center", va="center", fontsize=8, color="grey")
+            ax.text(column, n_layers / 2, "not found", ha="center", va="center", fontsize=MIN_FONT_PT, color="grey")
             centre[role] = (column, n_layers / 2)
             continue
-        for i, (layer, head) in enumerate(members):
-            offset = 0.28 * (i - (len(members) - 1) / 2) if len({h[0] for h in members}) < len(members) else 0.0
-            ax.text(column + offset, layer, heads.label((layer, head)), ha="center", va="center", fontsize=7,
-                    bbox=dict(boxstyle="round,pad=0.25", facecolor=color, edgecolor="none", alpha=0.85))
-        centre[role] = (column, float(np.mean([layer for layer, _ in members])))
+        placed: list[float] = []
+        for layer, head in members:  # at its layer, or pushed just below the label above it
+            y = float(layer) if not placed else max(float(layer), placed[-1] + gap)
+            placed.append(y)
+            ax.text(column, y, heads.label((layer, head)), ha="center", va="center", fontsize=MIN_FONT_PT,
+                    bbox=dict(boxstyle="round,pad=0.2", facecolor=color, edgecolor="none", alpha=0.85))
+        centre[role] = (column, float(np.mean(placed)))
+        lowest = max(lowest, placed[-1])
     centre["logits"] = (len(names), n_layers)
-    ax.text(len(names), n_layers, "logits", ha="center", va="center", fontsize=8,
+    ax.text(len(names), n_layers, "logits", ha="center", va="center", fontsize=MIN_FONT_PT,
             bbox=dict(boxstyle="round,pad=0.3", facecolor="white", edgecolor="black"))
     for source, target in edges:
         if source in centre and target in centre:
             ax.annotate("", xy=centre[target], xytext=centre[source],
                         arrowprops=dict(arrowstyle="->", color="grey", shrinkA=14, shrinkB=14, linewidth=1))
-    ax.set_xticks(np.arange(len(names)), [textwrap.fill(n, 12) for n in names], fontsize=8)
+    ax.set_xticks(np.arange(len(names)), [textwrap.fill(n, 9) for n in names], fontsize=MIN_FONT_PT)
     ax.set_xlim(-0.7, len(names) + 0.7)
-    ax.set_ylim(n_layers + 0.8, -1)
+    ax.set_ylim(lowest + 0.8, -1)
     ax.set_ylabel("layer")
     ax.set_xlabel("role in the circuit")
     ax.set_title(title)

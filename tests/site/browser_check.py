@@ -6,7 +6,9 @@ A page fails on:
 - an attention view (circuitsvis) whose canvas was not drawn, or that drew nothing at all;
 - a request that leaves the local site for a file the book hosts itself (the circuitsvis bundle, a
   figure, a stylesheet): the book must read like it does offline;
-- an uncaught script error, or a console error that is not on the short `HARMLESS` list.
+- an uncaught script error, or a console error that is not on the short `HARMLESS` list;
+- a figure (a notebook output under ``_images/``) that the page shrinks so far that its smallest text,
+  `helpers.plots.MIN_FONT_PT` at `helpers.plots.FIGURE_DPI`, shows below 9 pt (12 CSS px).
 
 Every page's screenshot (1280 px wide, the top of the page) goes to ``_build/screens/``. Requests to
 other hosts are blocked (CI has no internet), listed, and allowed only when the file is not self-hosted.
@@ -63,6 +65,20 @@ BROKEN_IMAGES = """
 () => Array.from(document.images).filter(img => img.complete && img.naturalWidth === 0).map(img => img.src)
 """
 LINKS = "() => Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"
+# Every shown figure's natural and rendered width (figures folded away in a closed dropdown are skipped).
+FIGURES = """
+() => Array.from(document.images)
+  .filter(img => img.src.includes('/_images/') && img.naturalWidth > 0 && img.clientWidth > 0)
+  .map(img => ({src: img.src, natural: img.naturalWidth, shown: img.clientWidth}))
+"""
+MIN_TEXT_PX = 12.0  # 9 pt in CSS pixels
+
+
+def smallest_text_px(natural: int, shown: int) -> float:
+    """How tall the figure's smallest text shows, in CSS px, given how much the page scales it."""
+    from helpers.plots import FIGURE_DPI, MIN_FONT_PT
+
+    return MIN_FONT_PT * FIGURE_DPI / 72 * shown / natural
 
 
 def find_chromium() -> str:
@@ -141,6 +157,13 @@ def check_page(browser, site: Path, base: str, page: Path, screens: Path | None,
         tab.wait_for_load_state("networkidle", timeout=10_000)
     for url in tab.evaluate(BROKEN_IMAGES):
         report.problems.append(f"image did not load: {url}")
+    for figure in tab.evaluate(FIGURES):
+        text_px = smallest_text_px(figure["natural"], figure["shown"])
+        if text_px < MIN_TEXT_PX:
+            report.problems.append(
+                f"figure {figure['src'].removeprefix(base)} is {figure['natural']} px wide but shown at "
+                f"{figure['shown']} px: its smallest text shows at {text_px:.1f} px (< {MIN_TEXT_PX:.0f} px = 9 pt); "
+                f"draw it at most helpers.plots.COLUMN_INCHES wide")
     for url in sorted(set(tab.evaluate(LINKS))):
         target = local_target(site, base, url)
         if target is not None and not target.exists():

@@ -1,5 +1,7 @@
 """Check the built book (run after `jupyter-book build`): every family page was executed and shows
-its figures and the self-hosted attention view, without inlining circuitsvis's 1.3 MB bundle.
+its figures and the self-hosted attention view, without inlining circuitsvis's 1.3 MB bundle, and
+carries what a reader needs around it: a version stamp, the Colab and download buttons, and a "report a
+problem" link prefilled with the page.
 
 Usage: python tests/site/check_site.py _build/html
 """
@@ -24,6 +26,14 @@ def check_page(page: Path) -> list[str]:
         problems.append(f"{page.name}: the page does not load the self-hosted {BUNDLE}")
     if len(html.encode()) > MAX_PAGE_BYTES:
         problems.append(f"{page.name}: {len(html.encode()):,} bytes, over {MAX_PAGE_BYTES:,}")
+    if not re.search(r"model \S+ \([^)]*\) \| seed \d+ \| Python", html):
+        problems.append(f"{page.name}: no version stamp (models.version_stamp) in the executed output")
+    if "colab.research.google.com/github/" not in html:
+        problems.append(f"{page.name}: no Open in Colab button")
+    if f"_sources/notebooks/{page.stem}.ipynb" not in html:
+        problems.append(f"{page.name}: no download button for the notebook")
+    if f"issues/new?title=Issue%20on%20page%20%2Fnotebooks/{page.name}" not in html:
+        problems.append(f"{page.name}: no 'report a problem' link prefilled with the page")
     if "Traceback (most recent call last)" in html:
         problems.append(f"{page.name}: an error was executed into the page")
     return problems

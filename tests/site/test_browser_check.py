@@ -38,17 +38,22 @@ def _site(tmp_path: Path) -> Path:
     (site / "_static").mkdir(parents=True)
     (site / "_static" / "figure.png").write_bytes(_png())
     (site / "_static" / "circuitsvis-1.43.3-iife.js").write_text("window.CircuitsVis = {};")
+    (site / "_images").mkdir()
+    (site / "_images" / "fits.png").write_bytes(_png(width_inches=3.0))  # 300 px: shown at its own size
+    (site / "_images" / "wide.png").write_bytes(_png(width_inches=20.0))  # 2000 px in a 700 px column
     (site / "index.html").write_text(
-        f'<html><body><a href="good.html">good</a><img src="_static/figure.png">{DRAWN_VIEW}</body></html>')
+        f'<html><body><a href="good.html">good</a><img src="_static/figure.png">{DRAWN_VIEW}'
+        '<div style="width: 700px"><img style="max-width: 100%" src="_images/fits.png"></div></body></html>')
     (site / "good.html").write_text('<html><body><a href="index.html#top">home</a></body></html>')
     (site / "broken.html").write_text(
         '<html><body><a href="missing_page.html">gone</a><img src="_static/missing.png">'
         '<script src="https://unpkg.com/circuitsvis@1.43.3/dist/cdn/circuitsvis-1.43.3-iife.js"></script>'
-        f"{BROKEN_VIEW}</body></html>")
+        f"{BROKEN_VIEW}"
+        '<div style="width: 700px"><img style="max-width: 100%" src="_images/wide.png"></div></body></html>')
     return site
 
 
-def _png() -> bytes:
+def _png(width_inches: float = 0.2) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,9 +61,9 @@ def _png() -> bytes:
 
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(0.2, 0.2))
+    fig = plt.figure(figsize=(width_inches, 0.2))
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     return buffer.getvalue()
 
@@ -74,6 +79,7 @@ def test_good_pages_pass_and_a_broken_page_names_every_fault(tmp_path):
     assert "attention view circuits-vis-broken was not drawn" in problems
     assert "the book hosts circuitsvis-1.43.3-iife.js itself" in problems
     assert "uncaught script error" in problems and "CV is not defined" in problems
+    assert "figure _images/wide.png is 2000 px wide but shown at 700 px" in problems
     assert sorted(p.name for p in (tmp_path / "screens").iterdir()) == ["broken.png", "good.png", "index.png"]
 
 
