@@ -1,5 +1,10 @@
 """Shared fixtures: the real default model (loaded once) and tiny, randomly initialised models that run
-the Hub code path offline."""
+the Hub code path offline.
+
+The tiny models run on ``ATTENTION_HEADS_TEST_DEVICE`` (default ``cpu``; ``cuda`` checks the path Colab's
+GPU users take). ``ATTENTION_HEADS_TEST_TOKENIZER`` names a folder holding SmolLM2's tokenizer files, for a
+machine without the model package (a GPU box the weights do not travel to); by default the tokenizer comes
+from the model cache."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import torch
 
 from helpers import models
 
+TEST_DEVICE = os.environ.get("ATTENTION_HEADS_TEST_DEVICE", "cpu")
 WORDS = ["When", "Mary", "John", "and", "went", "to", "the", "store", "gave", "a", "drink", ",", "."] + [
     chr(c) for c in range(ord("a"), ord("z") + 1)]
 
@@ -38,7 +44,7 @@ def tiny_gpt2(word_tokenizer):
 
     torch.manual_seed(0)
     hf = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=32, vocab_size=len(word_tokenizer), n_positions=64))
-    return models.bridge_from_hf(models.REGISTRY["gpt2-small"], hf, word_tokenizer, device="cpu")
+    return models.bridge_from_hf(models.REGISTRY["gpt2-small"], hf, word_tokenizer, device=TEST_DEVICE)
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +57,7 @@ def tiny_llama_gqa(word_tokenizer):
                          intermediate_size=64, vocab_size=len(word_tokenizer), max_position_embeddings=64)
     spec = models.ModelSpec(name="tiny-llama", hf_name="local/tiny-llama", architecture="LlamaForCausalLM",
                             source="hub", prepend_bos=False, n_layers=2, n_heads=4, n_kv_heads=2)
-    return models.bridge_from_hf(spec, LlamaForCausalLM(config), word_tokenizer, device="cpu")
+    return models.bridge_from_hf(spec, LlamaForCausalLM(config), word_tokenizer, device=TEST_DEVICE)
 
 
 @pytest.fixture(scope="session")
@@ -74,10 +80,12 @@ def tiny_smol():
 
     from helpers import model_cache, models
 
-    tokenizer = AutoTokenizer.from_pretrained(model_cache.ensure_cached(models.get_spec("smollm2-135m")))
+    folder = os.environ.get("ATTENTION_HEADS_TEST_TOKENIZER") or model_cache.ensure_cached(
+        models.get_spec("smollm2-135m"))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
     torch.manual_seed(0)
     config = LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
                          intermediate_size=64, vocab_size=len(tokenizer), max_position_embeddings=256)
     spec = models.ModelSpec(name="tiny-smol", hf_name="local/tiny-smol", architecture="LlamaForCausalLM",
                             source="hub", prepend_bos=False, n_layers=2, n_heads=4, n_kv_heads=2)
-    return models.bridge_from_hf(spec, LlamaForCausalLM(config), tokenizer, device="cpu")
+    return models.bridge_from_hf(spec, LlamaForCausalLM(config), tokenizer, device=TEST_DEVICE)

@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+from conftest import TEST_DEVICE
 from helpers import capture, model_cache, models
 
 
@@ -137,3 +138,34 @@ def test_gqa_patterns_are_per_query_head(tiny_llama_gqa):
     row_sums = patterns.sum(-1)
     torch.testing.assert_close(row_sums, torch.ones_like(row_sums))
     assert torch.all(patterns.triu(1) == 0), "attention must be causal"
+
+
+# --- the device: tiny models run where ATTENTION_HEADS_TEST_DEVICE says (cuda: Colab's GPU path) ------
+
+
+def _device_types(model) -> set[str]:
+    return {parameter.device.type for parameter in model.parameters()}
+
+
+@pytest.mark.parametrize("fixture", ["tiny_gpt2", "tiny_llama_gqa"])
+def test_a_model_handed_to_the_bridge_runs_on_the_requested_device(fixture, request):
+    model = request.getfixturevalue(fixture)
+    assert _device_types(model) == {TEST_DEVICE}, "the Hub path must move the downloaded model to the device"
+    logits = model(model.to_tokens("a b c"))
+    assert logits.device.type == TEST_DEVICE and torch.isfinite(logits).all()
+
+
+def test_a_checkpoint_folder_boots_on_the_requested_device(tmp_path, word_tokenizer):
+    """The offline models' path: a dequantized checkpoint folder booted by TransformerLens."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
+                         intermediate_size=64, vocab_size=len(word_tokenizer), max_position_embeddings=64)
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    word_tokenizer.save_pretrained(tmp_path)
+    spec = models.ModelSpec(name="tiny-folder", hf_name="local/tiny-folder", architecture="LlamaForCausalLM",
+                            source="hub", prepend_bos=False, n_layers=1, n_heads=4, n_kv_heads=2)
+    model = models._boot_folder(tmp_path, spec, TEST_DEVICE)
+    assert _device_types(model) == {TEST_DEVICE}
+    assert model(model.to_tokens("a b c")).device.type == TEST_DEVICE

@@ -214,11 +214,14 @@ def bridge_from_hf(spec: ModelSpec, hf_model, tokenizer, *, device: str | None =
     """
     from transformer_lens.model_bridge import TransformerBridge
 
-    hf_model = hf_model.eval()
+    device = device or default_device()
+    # boot_transformers puts the bridge (and the tokens it makes) on `device` but leaves a model it is
+    # handed where it is: without this, a Hub model on Colab's GPU fails at its first forward pass
+    hf_model = hf_model.to(device).eval()
     if spec.architecture and not getattr(hf_model.config, "architectures", None):
         hf_model.config.architectures = [spec.architecture]
     model = TransformerBridge.boot_transformers(spec.hf_name, hf_model=hf_model, tokenizer=tokenizer,
-                                                device=device or default_device())
+                                                device=device)
     return _finish(model, spec, compatibility_mode)
 
 
