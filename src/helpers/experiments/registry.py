@@ -1,0 +1,190 @@
+"""The family registry: one row per head family the book has a page for, the single source that the stage
+pages, the table of contents and the tests are checked against (and that the head atlas will run).
+
+A row says where the family sits in the survey's four stages (Zheng et al. 2024), which papers found it, how
+the page finds it (method, the experiment module whose ``study`` runs the page's steps, the screen score and
+the rule fixed before looking), and which GPT-2 small heads the papers published (read from
+``models.GPT2_SMALL_PUBLISHED_HEADS``, never copied). ``tests/test_registry.py`` fails when a page has no
+row, a row has no page, or a stage page's table disagrees with a row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+
+from helpers import models
+from helpers.experiments import (
+    acronyms,
+    conflict,
+    copy_suppression,
+    duplicate,
+    induction,
+    inhibition,
+    mcq,
+    mover,
+    name_movers,
+    previous_token,
+    recall,
+    self_repair,
+    yesno,
+)
+from helpers.heads import Head
+
+# The survey's stages, in its order, with the book page that introduces each (book/stages/<file>.md).
+STAGES: dict[str, str] = {
+    "Knowledge Recalling": "knowledge_recalling",
+    "In-Context Identification": "in_context_identification",
+    "Latent Reasoning": "latent_reasoning",
+    "Expression Preparation": "expression_preparation",
+}
+# Pages that study a circuit of several families rather than one family.
+CIRCUIT_PAGES = ("ioi_circuit",)
+
+_MCQ_SCORE = "share of END's attention over the four {what} that falls on the correct one"
+_MCQ_FLOOR = "at least 10 % of END's attention on the {what}"
+
+
+@dataclass(frozen=True)
+class Family:
+    """One head family: where the survey puts it, who found it, and how its page looks for it."""
+
+    key: str  # snake_case id, also the key of its published GPT-2 small heads (when any)
+    name: str  # as the stage page's table names it
+    stage: str  # one of STAGES
+    page: str  # notebooks/<page>.ipynb
+    papers: tuple[str, ...]  # BibTeX keys in book/references.bib
+    method: str
+    experiment: ModuleType  # its `study(model, *, sizes, seed)` runs the page's steps
+    score: str  # the screen score, per head
+    rule: str  # the pass rule, fixed before looking
+    published_key: str | None = None  # key in models.GPT2_SMALL_PUBLISHED_HEADS
+
+    @property
+    def published_gpt2_heads(self) -> tuple[Head, ...]:
+        """The GPT-2 small heads the family's papers name (empty when they name none)."""
+        if self.published_key is None:
+            return ()
+        return models.GPT2_SMALL_PUBLISHED_HEADS[self.published_key]
+
+
+def _previous_token_rule() -> str:
+    return (f"score >= {previous_token.THRESHOLD} and >= twice the head's own score on the control, "
+            "on random tokens and on English prose")
+
+
+FAMILIES: tuple[Family, ...] = (
+    # Knowledge Recalling
+    Family("associative_memory", "Associative memories", "Knowledge Recalling", "associative_memories",
+           ("bietti2023birth", "dana2024memorization"), "toy transformer trained in the notebook; weight products",
+           recall, "recall of stored pairs from a head's weight products (output, positional and key memories)",
+           "recall above chance (1 / number of candidates); each role checked by zero-ablating its heads"),
+    Family("memory", "Memory head", "Knowledge Recalling", "memory_heads", ("jin2024cutting",),
+           "direct logit attribution, mean ablation against random heads", conflict,
+           "DLA at the last position to logit[memory capital] - logit[context capital] on conflict prompts",
+           "the top three by positive DLA; their mean ablation beats every draw of three heads from all heads"),
+    Family("constant", "Constant head", "Knowledge Recalling", "constant_heads", ("lieberum2023chinchilla",),
+           "attention entropy over the option labels, patching in a toy", mcq,
+           "entropy of END's attention over the four labels, as a fraction of log 4",
+           _MCQ_FLOOR.format(what="labels") + ", entropy >= 0.9, share on the correct label within 0.1 of 1/4"),
+    Family("single_letter", "Single letter head", "Knowledge Recalling", "single_letter_heads",
+           ("lieberum2023chinchilla",), "share of label attention on a fixed letter, patching in a toy", mcq,
+           "share of label attention on the head's favourite letter, on prompts where that letter is wrong",
+           _MCQ_FLOOR.format(what="labels") + " and more than 60 % of it on the favourite letter"),
+    Family("negative", "Negative head", "Knowledge Recalling", "negative_heads", ("yu2024negative",),
+           "negative attention score with an order-swap control, mean ablation against random heads", yesno,
+           "negative attention score (NAS) of END's attention on 'No' against 'Yes'",
+           "the top heads keep their NAS when the order is swapped and their ablation shrinks the bias more "
+           "than every draw of as many heads"),
+    # In-Context Identification
+    Family("previous_token", "Previous head", "In-Context Identification", "previous_token_heads",
+           ("olsson2022induction", "nanda2023factfinding"), "attention-pattern score, mean ablation",
+           previous_token, "share of attention from each query to the key just before it (lower of two texts)",
+           _previous_token_rule(), "previous_token"),
+    Family("duplicate", "Duplicate head", "In-Context Identification", "duplicate_heads", ("wang2023ioi",),
+           "attention S2 -> S1 on IOI prompts and on planted repeats, mean ablation", duplicate,
+           "attention from a repeated token to its first occurrence (lower of the two prompt kinds)",
+           f"score >= {duplicate.THRESHOLD} and >= twice the head's own control score", "duplicate_token"),
+    Family("name_mover", "Name mover head", "In-Context Identification", "name_mover_heads", ("wang2023ioi",),
+           "direct logit attribution, attention from END, OV copying score, path patching", name_movers,
+           "DLA at END on logit(IO) - logit(S)",
+           "the top three by positive DLA among heads attending END -> IO more than END -> S", "name_mover"),
+    Family("backup_name_mover", "Backup name mover head", "In-Context Identification",
+           "backup_name_mover_heads", ("wang2023ioi",),
+           "DLA before and after knocking out the name movers, knockouts of strong heads as control",
+           self_repair, "rise of a head's DLA on logit(IO) - logit(S) after the name movers' knockout",
+           "a rise larger than any head's rise after any control knockout of three strong heads",
+           "backup_name_mover"),
+    Family("negative_name_mover", "Negative name mover head", "In-Context Identification",
+           "negative_name_mover_heads", ("wang2023ioi", "mcdougall2023copy"),
+           "DLA at END, copy-suppression score on prose with a control token", copy_suppression,
+           "DLA at END on logit(IO) - logit(S), and the direct effect on the attended token's centred logit",
+           "most negative DLA while attending END -> IO more than END -> S; on prose, below every head's "
+           "control score", "negative_name_mover"),
+    Family("letter_mover", "Letter mover head", "In-Context Identification", "letter_mover_heads",
+           ("garcia2024acronyms",), "attribution patching against the current-word twin, OV readings",
+           acronyms, "logit difference a head carries (attribution patching to the current-word twin)",
+           "the top four; exact patching of them removes more of the gap than every draw of four heads",
+           "letter_mover"),
+    Family("mover", "Mover head", "In-Context Identification", "mover_heads", ("yao2024knowledge",),
+           "attention to the subject times DLA, nonce-subject control, mean ablation", mover,
+           "attention from the last token to the subject times the head's DLA to the answer",
+           "the top three; their mean ablation beats every draw of three heads from all heads"),
+    Family("context", "Context head", "In-Context Identification", "context_heads", ("jin2024cutting",),
+           "direct logit attribution, mean ablation against random heads", conflict,
+           "DLA at the last position to logit[memory capital] - logit[context capital] on conflict prompts",
+           "the top three by negative DLA; their mean ablation beats every draw of three heads from all heads"),
+    Family("content_gatherer", "Content gatherer head", "In-Context Identification", "content_gatherer_heads",
+           ("lieberum2023chinchilla", "merullo2024circuit"), "share of attention on the correct option's "
+           "content with a decoy control, patching in a toy", mcq, _MCQ_SCORE.format(what="option contents"),
+           _MCQ_FLOOR.format(what="contents") + ", more than 60 % of it on the correct one, above the 95th "
+           "percentile of every head's share on a decoy"),
+    # Latent Reasoning
+    Family("induction", "Induction head", "Latent Reasoning", "induction_heads", ("olsson2022induction",),
+           "prefix-matching score on repeated random tokens, mean ablation, a toy trained from scratch", induction,
+           "share of attention from a token to the key after its earlier occurrence (prefix matching)",
+           f"score >= {induction.THRESHOLD} and >= twice the head's own score on the control", "induction"),
+    Family("inhibition", "Inhibition (suppression) head", "Latent Reasoning", "inhibition_heads",
+           ("wang2023ioi", "kim2024syllogistic"), "path patching into the name movers' queries", inhibition,
+           "shift of the name movers' attention (END -> S) - (END -> IO) when the head is path-patched alone",
+           "a shift larger than every random single head's from the same layers", "s_inhibition"),
+    Family("correct_letter", "Correct letter head", "Latent Reasoning", "correct_letter_heads",
+           ("lieberum2023chinchilla",), "attention to the correct label at END, DLA, patching in a toy", mcq,
+           _MCQ_SCORE.format(what="label tokens"),
+           _MCQ_FLOOR.format(what="labels") + ", more than 60 % of it on the correct label, above the 95th "
+           "percentile of every head's share on a decoy, and a positive DLA for the correct letter"),
+    # Expression Preparation
+    Family("amplification", "Amplification head", "Expression Preparation", "amplification_heads",
+           ("lieberum2023chinchilla",), "DLA of the correct letter with a decoy control, patching in a toy", mcq,
+           "DLA at END on the correct letter minus the mean of the other three",
+           "DLA above 0.1 and above the 95th percentile of every head's DLA for a decoy letter, with at least "
+           "half of END's attention on the last three tokens"),
+    Family("correct", "Correct head", "Expression Preparation", "correct_heads", ("wiegreffe2024answer",),
+           "vocabulary projection of each layer's attention output, END-residual patching between formats", mcq,
+           "each layer's attention output at END projected on the symbols: correct minus the mean of the others",
+           "a layer whose attention carries most of the symbol logit difference in a sparse set of heads, "
+           "in both label formats"),
+)
+
+
+def by_key(key: str) -> Family:
+    """The family with this key; the error lists the keys there are."""
+    for family in FAMILIES:
+        if family.key == key:
+            return family
+    raise KeyError(f"no head family {key!r}; the registry has: {', '.join(f.key for f in FAMILIES)}")
+
+
+def by_page(page: str) -> Family:
+    """The family a page (notebook stem) is about."""
+    for family in FAMILIES:
+        if family.page == page:
+            return family
+    raise KeyError(f"no head family has the page {page!r}; pages: {', '.join(f.page for f in FAMILIES)}")
+
+
+def in_stage(stage: str) -> tuple[Family, ...]:
+    """The families of one stage, in the registry's order."""
+    if stage not in STAGES:
+        raise KeyError(f"no stage {stage!r}; the survey's stages are: {', '.join(STAGES)}")
+    return tuple(family for family in FAMILIES if family.stage == stage)
