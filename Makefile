@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv models toys test unit notebooks kernels strict-book browser book benchmarks editions clean
+.PHONY: all venv models toys test unit notebooks kernels strict-book browser atlas book benchmarks editions clean
 
 all: book
 
@@ -80,7 +80,12 @@ kernels: venv models
 browser: strict-book
 	$(BIN)/python tests/site/browser_check.py _build/html --screens _build/screens
 
-test: unit notebooks kernels strict-book browser
+# The head atlas of both offline models (helpers.experiments.atlas): JSON and a figure per model.
+atlas: venv models
+	$(BIN)/python -m helpers.experiments.atlas --model smollm2-135m --out _build/atlas
+	$(BIN)/python -m helpers.experiments.atlas --model gemma3-270m --out _build/atlas
+
+test: unit notebooks kernels strict-book browser atlas
 
 # A page that fails to execute stops the build, and the last lines name it (never exit 0 with a broken page).
 book: venv models toys $(CIRCUITSVIS_BUNDLE)

@@ -1,0 +1,114 @@
+"""The atlas on a toy with heads planted by hand: it must find each planted head and nothing else, and lose
+a head when its weights are removed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from helpers import toy
+from helpers.experiments import atlas
+
+VOCAB, HALF = 16, 12
+N_CTX = 2 * HALF
+TOK, POS, PREV = 0, VOCAB, VOCAB + N_CTX  # residual layout: token one-hot, position one-hot, previous token
+D_MODEL, D_HEAD = 2 * VOCAB + N_CTX, VOCAB + N_CTX
+SHARP = 12.0  # q.k of a match, before the 1/sqrt(d_head) scale: softmax puts ~all attention on it
+PREVIOUS, DUPLICATE, INDUCTION = (0, 0), (0, 1), (1, 0)
+
+
+def planted_toy() -> toy.AttentionOnlyTransformer:
+    """Two layers of four heads; three heads built by hand, the other five zero (uniform attention).
+
+    L0H0 attends from position p to p - 1 and writes the token it sees into PREV; L0H1 attends from a
+    token to an earlier copy of it (and away from itself) and writes nothing; L1H0 matches its token
+    against each key's PREV, so it attends to the token after an earlier copy (induction)."""
+    model = toy.AttentionOnlyTransformer(toy.ToyConfig(vocab_size=VOCAB, n_ctx=N_CTX, d_model=D_MODEL,
+                                                       d_head=D_HEAD, n_heads=4, n_layers=2))
+    scale = (SHARP * D_HEAD ** 0.5) ** 0.5  # split over query and key
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        model.embed[:, TOK:TOK + VOCAB] = torch.eye(VOCAB)
+        model.pos_embed[:, POS:POS + N_CTX] = torch.eye(N_CTX)
+        model.unembed[TOK:TOK + VOCAB] = torch.eye(VOCAB)
+        layer0, layer1 = model.blocks
+        for p in range(N_CTX):  # previous-token head: query position p meets key position p - 1
+            layer0.W_Q[0, POS + p, p] = scale
+            if p + 1 < N_CTX:
+                layer0.W_K[0, POS + p, p + 1] = scale
+        layer0.W_V[0, TOK:TOK + VOCAB, :VOCAB] = torch.eye(VOCAB)
+        layer0.W_O[0, :VOCAB, PREV:PREV + VOCAB] = torch.eye(VOCAB)
+        for t in range(VOCAB):  # duplicate head: same token, never itself
+            layer0.W_Q[1, TOK + t, t] = scale
+            layer0.W_K[1, TOK + t, t] = scale
+        for p in range(N_CTX):
+            layer0.W_Q[1, POS + p, VOCAB + p] = scale
+            layer0.W_K[1, POS + p, VOCAB + p] = -scale
+        for t in range(VOCAB):  # induction head: the query's token against the key's previous token
+            layer1.W_Q[0, TOK + t, t] = scale
+            layer1.W_K[0, PREV + t, t] = scale
+    return model
+
+
+SIZES = atlas.Sizes(prompts=8, half_len=HALF)
+
+
+def test_the_atlas_finds_each_planted_head_and_nothing_else():
+    found = atlas.run(planted_toy(), sizes=SIZES, seed=0)
+    assert found.passing("previous_token") == [PREVIOUS]
+    assert found.passing("duplicate") == [DUPLICATE]
+    assert found.passing("induction") == [INDUCTION]
+    assert found.roles == {PREVIOUS: ["previous_token"], DUPLICATE: ["duplicate"], INDUCTION: ["induction"]}
+    assert found.screens["induction"].scores[INDUCTION] > 0.9  # the planted head is sharp, not borderline
+
+
+def test_a_removed_head_is_no_longer_found():
+    model = planted_toy()
+    with torch.no_grad():
+        model.blocks[1].W_Q[0].zero_()  # the induction head now attends uniformly
+    found = atlas.run(model, sizes=SIZES, seed=0)
+    assert found.passing("induction") == []
+    assert found.passing("previous_token") == [PREVIOUS] and found.passing("duplicate") == [DUPLICATE]
+
+
+def test_the_induction_head_needs_the_previous_token_head():
+    """K-composition: without L0H0 writing PREV, L1H0 has nothing to match, so the atlas must not find it."""
+    model = planted_toy()
+    with torch.no_grad():
+        model.blocks[0].W_O[0].zero_()
+    assert atlas.run(model, sizes=SIZES, seed=0).passing("induction") == []
+
+
+def test_the_json_follows_the_schema_and_the_figure_is_written(tmp_path):
+    found = atlas.run(planted_toy(), sizes=SIZES, seed=0)
+    paths = atlas.write(found, tmp_path)
+    assert [p.name for p in paths] == ["atlas_toy.json", "atlas_toy.png"] and all(p.exists() for p in paths)
+    data = json.loads(paths[0].read_text())
+    assert data["schema"] == "attention-heads-atlas" and data["version"] == atlas.SCHEMA_VERSION
+    assert data["heads"] == {"L0H0": ["previous_token"], "L0H1": ["duplicate"], "L1H0": ["induction"]}
+    family = data["families"]["induction"]
+    assert family["passing"] == ["L1H0"] and family["stage"] == "Latent Reasoning"
+    assert len(family["scores"]) == 2 and len(family["scores"][0]) == 4 and len(family["control"][1]) == 4
+
+
+def test_two_runs_give_the_same_numbers_and_another_seed_other_prompts():
+    first, second = atlas.run(planted_toy(), sizes=SIZES, seed=0), atlas.run(planted_toy(), sizes=SIZES, seed=0)
+    for key in atlas.PATTERN_RULES:
+        assert torch.equal(first.screens[key].scores, second.screens[key].scores)
+    assert not torch.equal(atlas.probe(planted_toy(), sizes=SIZES, seed=1).repeated,
+                           atlas.probe(planted_toy(), sizes=SIZES, seed=0).repeated)
+
+
+def test_prompts_longer_than_the_toy_say_so():
+    with pytest.raises(ValueError, match="n_ctx"):
+        atlas.probe(planted_toy(), sizes=atlas.Sizes(prompts=2, half_len=HALF + 1))
+
+
+def test_the_atlas_runs_on_a_bridge(tiny_smol):
+    found = atlas.run(tiny_smol, sizes=atlas.Sizes(prompts=2, half_len=6), seed=0)
+    assert set(found.screens) == set(atlas.PATTERN_RULES)
+    assert found.screens["previous_token"].scores.shape == (2, 4)
+    assert found.to_json()["model"] == "tiny-smol"
