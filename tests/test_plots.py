@@ -272,3 +272,35 @@ def test_the_figure_source_check_catches_a_wide_figure_and_small_text():
     assert [float(w) for w in FIGSIZE_WIDTH.findall(code)] == [11.0]
     assert FONTSIZE.findall(code) == ["7"]
     assert FONTSIZE.findall('ax.text(0, 0, "t", fontsize="small")') == ['"small"']
+
+
+LONG = "a title long enough to be wider than any figure in the book's column, as some pages' titles are"
+
+
+def _saved_width_inches(fig) -> float:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=plots.FIGURE_DPI, bbox_inches="tight")  # as the notebook saves it
+    return Image.open(io.BytesIO(buffer.getvalue())).size[0] / plots.FIGURE_DPI
+
+
+@pytest.mark.parametrize("draw", [
+    lambda: plots.head_heatmap(torch.rand(30, 9), title=LONG, colorbar_label="score"),
+    lambda: plots.score_vs_null(torch.rand(30, 9), torch.rand(30, 9), title=LONG, xlabel=LONG, threshold=0.5),
+    lambda: plots.effect_vs_draws({"SmolLM2-135M": 1.0}, {"SmolLM2-135M": [0.1, 0.2]}, title=LONG, xlabel=LONG),
+    lambda: plots.estimate_bars({"a": Estimate(0.5, 0.4, 0.6, 50, 0.95)}, title=LONG, ylabel="share"),
+], ids=["head_heatmap", "score_vs_null", "effect_vs_draws", "estimate_bars"])
+def test_a_long_title_or_label_never_widens_the_saved_figure(draw, close_figures):
+    """The inline backend grows the image to hold a title wider than the figure; the page then shrinks it."""
+    with plt.rc_context(plots.BOOK_STYLE):
+        assert _saved_width_inches(draw()) <= plots.COLUMN_INCHES + 0.3
+
+
+def test_fit_to_axes_wraps_long_text_and_keeps_short_text(close_figures):
+    fig, ax = plt.subplots(figsize=(3, 2))
+    assert plots.fit_to_axes(ax, "short", 11) == "short"
+    wrapped = plots.fit_to_axes(ax, LONG, 11)
+    assert "\n" in wrapped and wrapped.replace("\n", " ") == LONG

@@ -49,14 +49,15 @@ Array = Union[Tensor, np.ndarray]
 FIGURE_DPI = 110
 MIN_FONT_PT = 9
 COLUMN_INCHES = 6.6
+TITLE_PT, LABEL_PT = 11, 10
 BOOK_STYLE: dict[str, object] = {
     "figure.dpi": FIGURE_DPI,
     "savefig.dpi": 150,
     "savefig.bbox": "tight",
     "font.size": 10,
-    "axes.titlesize": 11,
+    "axes.titlesize": TITLE_PT,
     "axes.titleweight": "bold",
-    "axes.labelsize": 10,
+    "axes.labelsize": LABEL_PT,
     "xtick.labelsize": MIN_FONT_PT,
     "ytick.labelsize": MIN_FONT_PT,
     "legend.fontsize": MIN_FONT_PT,
@@ -91,6 +92,18 @@ def _numpy(values: Array | Sequence[float], name: str, ndim: int | None) -> np.n
     if ndim is not None and array.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dims; got shape {tuple(array.shape)}")
     return array
+
+
+def fit_to_axes(ax: Axes, text: str, size_pt: float) -> str:
+    """`text` wrapped to the width of `ax`, so a long title or label never widens the saved figure.
+
+    The notebook's inline backend saves figures with ``bbox_inches="tight"``, which grows the image to hold
+    a title wider than the figure; the page then shrinks the whole image, text and all, to the column.
+    Characters per line assume an average glyph of 0.6 em (DejaVu Sans), with a little overhang allowed.
+    """
+    width_pt = ax.figure.get_figwidth() * ax.get_position().width * 72 * 1.15
+    chars = max(16, int(width_pt / (0.6 * size_pt)))
+    return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
 
 
 def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -173,7 +186,7 @@ def head_heatmap(
     ax.set_yticks(_ticks(n_layers))
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-    ax.set_title(title)
+    ax.set_title(fit_to_axes(ax, title, TITLE_PT))
     for layer, head in marked:
         ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor=MARK_COLOR, linewidth=2))
         ax.text(head, layer, f"{grid[layer, head]:.2f}", ha="center", va="center", fontsize=MIN_FONT_PT, color="white",
@@ -220,7 +233,7 @@ def estimate_bars(
         ax.axhline(reference, color="grey", linestyle="--", linewidth=1, label=reference_label)
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(fit_to_axes(ax, title, TITLE_PT))
     ax.legend(loc="best")
     return fig
 
@@ -253,9 +266,9 @@ def score_vs_null(
     ax.hist(real, bins=edges, color="#4c72b0", alpha=0.6, label=f"{labels[0]} ({real.size} heads)")
     if threshold is not None:
         ax.axvline(threshold, color=MARK_COLOR, linestyle="--", label=f"threshold {threshold:.3g}")
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(fit_to_axes(ax, xlabel, LABEL_PT))
     ax.set_ylabel("number of heads")
-    ax.set_title(title)
+    ax.set_title(fit_to_axes(ax, title, TITLE_PT))
     ax.legend(loc="best")
     return fig
 
@@ -300,8 +313,8 @@ def effect_vs_draws(
         ax.axvline(reference, color="black", linewidth=0.8, linestyle=":")
     ax.set_yticks(range(len(rows)), rows)
     ax.set_ylim(len(rows) - 0.5, -0.5)
-    ax.set_xlabel(xlabel)
-    ax.set_title(title)
+    ax.set_xlabel(fit_to_axes(ax, xlabel, LABEL_PT))
+    ax.set_title(fit_to_axes(ax, title, TITLE_PT))
     ax.legend(loc="best")
     return fig
 
@@ -333,7 +346,7 @@ def attention_pattern(
     ax.set_yticks(np.arange(len(tokens)), labels, fontsize=MIN_FONT_PT)
     ax.set_xlabel("key (attended to)")
     ax.set_ylabel("query (attending)")
-    ax.set_title(title)
+    ax.set_title(fit_to_axes(ax, title, TITLE_PT))
     return fig
 
 
@@ -372,9 +385,9 @@ def training_curves(
         ax.axvline(marker_step, color="grey", linestyle="--", linewidth=1, label=marker_label)
     if log_y:
         ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(fit_to_axes(ax, xlabel, LABEL_PT))
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(fit_to_axes(ax, title, TITLE_PT))
     ax.legend(loc="best")
     return fig
 
@@ -459,9 +472,9 @@ def head_scatter(
         ax.annotate(heads.label((layer, head)), (xs[layer, head], ys[layer, head]), textcoords="offset points",
                     xytext=(4, 4), fontsize=MIN_FONT_PT, color=MARK_COLOR)
     ax.axhline(0.0, color="black", linewidth=0.8)
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(fit_to_axes(ax, xlabel, LABEL_PT))
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(fit_to_axes(ax, title, TITLE_PT))
     ax.legend(loc="best")
     return fig
 
@@ -519,5 +532,5 @@ def circuit_diagram(
     ax.set_ylim(lowest + 0.8, -1)
     ax.set_ylabel("layer")
     ax.set_xlabel("role in the circuit")
-    ax.set_title(title)
+    ax.set_title(fit_to_axes(ax, title, TITLE_PT))
     return fig

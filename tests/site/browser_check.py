@@ -7,8 +7,9 @@ A page fails on:
 - a request that leaves the local site for a file the book hosts itself (the circuitsvis bundle, a
   figure, a stylesheet): the book must read like it does offline;
 - an uncaught script error, or a console error that is not on the short `HARMLESS` list;
-- a figure (a notebook output under ``_images/``) that the page shrinks so far that its smallest text,
-  `helpers.plots.MIN_FONT_PT` at `helpers.plots.FIGURE_DPI`, shows below 9 pt (12 CSS px).
+- a figure (under ``_images/``) that the page shrinks so far that its smallest text (a notebook figure's
+  `helpers.plots.MIN_FONT_PT` at `helpers.plots.FIGURE_DPI`, an SVG's smallest font-size) shows below
+  9 pt (12 CSS px).
 
 Every page's screenshot (1280 px wide, the top of the page) goes to ``_build/screens/``. Requests to
 other hosts are blocked (CI has no internet), listed, and allowed only when the file is not self-hosted.
@@ -24,6 +25,7 @@ import contextlib
 import functools
 import http.server
 import os
+import re
 import shutil
 import sys
 import threading
@@ -74,10 +76,19 @@ FIGURES = """
 MIN_TEXT_PX = 12.0  # 9 pt in CSS pixels
 
 
-def smallest_text_px(natural: int, shown: int) -> float:
-    """How tall the figure's smallest text shows, in CSS px, given how much the page scales it."""
+SVG_FONT_SIZE = re.compile(r"font-size\s*[:=]\s*\"?\s*([0-9.]+)")
+
+
+def smallest_text_px(natural: int, shown: int, svg: Path | None = None) -> float:
+    """How tall the figure's smallest text shows, in CSS px, given how much the page scales it.
+
+    A notebook figure's smallest text is `helpers.plots.MIN_FONT_PT` at `FIGURE_DPI`; a hand-drawn SVG's is
+    the smallest font-size it declares (in its own px)."""
     from helpers.plots import FIGURE_DPI, MIN_FONT_PT
 
+    if svg is not None:
+        sizes = [float(size) for size in SVG_FONT_SIZE.findall(svg.read_text(encoding="utf-8"))]
+        return (min(sizes) if sizes else 16.0) * shown / natural  # 16 px: the browser's default font size
     return MIN_FONT_PT * FIGURE_DPI / 72 * shown / natural
 
 
@@ -158,12 +169,14 @@ def check_page(browser, site: Path, base: str, page: Path, screens: Path | None,
     for url in tab.evaluate(BROKEN_IMAGES):
         report.problems.append(f"image did not load: {url}")
     for figure in tab.evaluate(FIGURES):
-        text_px = smallest_text_px(figure["natural"], figure["shown"])
+        target = local_target(site, base, figure["src"])
+        svg = target if target is not None and target.suffix == ".svg" and target.exists() else None
+        text_px = smallest_text_px(figure["natural"], figure["shown"], svg)
         if text_px < MIN_TEXT_PX:
             report.problems.append(
                 f"figure {figure['src'].removeprefix(base)} is {figure['natural']} px wide but shown at "
                 f"{figure['shown']} px: its smallest text shows at {text_px:.1f} px (< {MIN_TEXT_PX:.0f} px = 9 pt); "
-                f"draw it at most helpers.plots.COLUMN_INCHES wide")
+                + ("enlarge the SVG's smallest font-size" if svg else "draw it at most helpers.plots.COLUMN_INCHES wide"))
     for url in sorted(set(tab.evaluate(LINKS))):
         target = local_target(site, base, url)
         if target is not None and not target.exists():

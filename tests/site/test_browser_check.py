@@ -41,15 +41,21 @@ def _site(tmp_path: Path) -> Path:
     (site / "_images").mkdir()
     (site / "_images" / "fits.png").write_bytes(_png(width_inches=3.0))  # 300 px: shown at its own size
     (site / "_images" / "wide.png").write_bytes(_png(width_inches=20.0))  # 2000 px in a 700 px column
+    for name, font in (("big_text.svg", 20), ("small_text.svg", 12)):  # 960 px wide: 20 px shows at 14.6 px
+        (site / "_images" / name).write_text(
+            '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 960 100" width="960" height="100">'
+            f'<style>.t {{ font-size: {font}px; }}</style><text class="t" x="10" y="50">label</text></svg>')
     (site / "index.html").write_text(
         f'<html><body><a href="good.html">good</a><img src="_static/figure.png">{DRAWN_VIEW}'
-        '<div style="width: 700px"><img style="max-width: 100%" src="_images/fits.png"></div></body></html>')
+        '<div style="width: 700px"><img style="max-width: 100%" src="_images/fits.png">'
+        '<img style="max-width: 100%" src="_images/big_text.svg"></div></body></html>')
     (site / "good.html").write_text('<html><body><a href="index.html#top">home</a></body></html>')
     (site / "broken.html").write_text(
         '<html><body><a href="missing_page.html">gone</a><img src="_static/missing.png">'
         '<script src="https://unpkg.com/circuitsvis@1.43.3/dist/cdn/circuitsvis-1.43.3-iife.js"></script>'
         f"{BROKEN_VIEW}"
-        '<div style="width: 700px"><img style="max-width: 100%" src="_images/wide.png"></div></body></html>')
+        '<div style="width: 700px"><img style="max-width: 100%" src="_images/wide.png">'
+        '<img style="max-width: 100%" src="_images/small_text.svg"></div></body></html>')
     return site
 
 
@@ -80,6 +86,8 @@ def test_good_pages_pass_and_a_broken_page_names_every_fault(tmp_path):
     assert "the book hosts circuitsvis-1.43.3-iife.js itself" in problems
     assert "uncaught script error" in problems and "CV is not defined" in problems
     assert "figure _images/wide.png is 2000 px wide but shown at 700 px" in problems
+    assert "figure _images/small_text.svg is 960 px wide but shown at 700 px: its smallest text shows at 8.8 px" in problems
+    assert "big_text.svg" not in problems
     assert sorted(p.name for p in (tmp_path / "screens").iterdir()) == ["broken.png", "good.png", "index.png"]
 
 
