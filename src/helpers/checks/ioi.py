@@ -9,7 +9,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from helpers import controls, interventions, ov, stats
+from helpers import controls, heads, interventions, ov, stats
 from helpers.experiments import copy_suppression, ioi, self_repair
 from helpers.heads import Head
 
@@ -26,7 +26,7 @@ def _heads(got: object) -> list[Head]:
 
 
 def _labels(found: Sequence[Head]) -> str:
-    return "[" + ", ".join(f"L{layer}H{head}" for layer, head in found) + "]"
+    return "[" + ", ".join(heads.label(head) for head in found) + "]"
 
 
 def _read(dla: Tensor, to_io: Tensor, to_s: Tensor) -> ioi.IOIRead:

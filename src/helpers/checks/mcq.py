@@ -15,6 +15,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from helpers.checks.patterns import random_causal_patterns
 from helpers.experiments import mcq, yesno
 
 # --------------------------------------------------------------------------------------------------
@@ -160,12 +161,6 @@ def check_binomial_p(p_fn: Callable[[int, int, float], float]) -> str:
 # Negative heads
 
 
-def _causal_pattern(seed: int, seq_len: int) -> Float[Tensor, "query key"]:
-    generator = torch.Generator().manual_seed(seed)
-    causal = torch.ones(seq_len, seq_len, dtype=torch.bool).tril()
-    return torch.randn(seq_len, seq_len, generator=generator).masked_fill(~causal, -torch.inf).softmax(-1)
-
-
 def check_negative_attention_score(
         score_fn: Callable[[Float[Tensor, "query key"], int, int, int], float]) -> str:
     """Check one head's NAS on one prompt against `yesno.negative_attention_score`: the sum over queries
@@ -173,9 +168,9 @@ def check_negative_attention_score(
     seq = 9
     only_on = lambda key: torch.eye(seq)[[0, 1, 2, 3, 4] + [key] * (seq - 5)]  # noqa: E731 - queries 5.. on one key
     cases = {
-        "random pattern (seed 0), Yes at 1, No at 3, from query 5": (_causal_pattern(0, seq), 1, 3, 5),
-        "random pattern (seed 1), Yes at 1, No at 3, from query 5": (_causal_pattern(1, seq), 1, 3, 5),
-        "random pattern (seed 2), No at 1, Yes at 3, from query 6": (_causal_pattern(2, seq), 3, 1, 6),
+        "random pattern (seed 0), Yes at 1, No at 3, from query 5": (random_causal_patterns(0, seq, seq), 1, 3, 5),
+        "random pattern (seed 1), Yes at 1, No at 3, from query 5": (random_causal_patterns(1, seq, seq), 1, 3, 5),
+        "random pattern (seed 2), No at 1, Yes at 3, from query 6": (random_causal_patterns(2, seq, seq), 3, 1, 6),
         'a head that looks only at "No"': (only_on(3), 1, 3, 5),
         'a head that looks only at "Yes"': (only_on(1), 1, 3, 5),
         "a head that looks at neither candidate": (only_on(4), 1, 3, 5),

@@ -43,6 +43,16 @@ def _where(got: Tensor, expected: Tensor, names: str, atol: float = 1e-5) -> str
                      for i in index)
 
 
+def _assert_matches(got: Tensor, expected: Tensor, *, label: str, what: str, plural: bool, axes: str,
+                    shape_hint: str) -> None:
+    """Shape first, then values; on a difference, name the first few cells with both values there."""
+    has, differ = ("have", "differ") if plural else ("has", "differs")
+    assert got.shape == expected.shape, (f"on {label} your {what} {has} shape {tuple(got.shape)}; "
+                                         f"expected {tuple(expected.shape)} ({shape_hint})")
+    assert torch.allclose(got, expected, atol=1e-5), (
+        f"on {label} your {what} {differ} at {_where(got, expected, axes)}")
+
+
 def _one_head_cases() -> dict[str, tuple[Tensor, Tensor]]:
     """One head's END attention over the four options, ``[item, option]``, and the correct option."""
     eye = torch.eye(4)
@@ -144,10 +154,8 @@ def check_correct_share(reader_fn: Callable[[Float[Tensor, "layer head item opti
     for label, (attention, correct) in cases.items():
         expected = mcq.signature(_run(label_attention=attention, correct=correct)).correct_share
         got = torch.as_tensor(reader_fn(attention.clone(), correct.clone())).float()
-        assert got.shape == expected.shape, (f"on {label} your shares have shape {tuple(got.shape)}; "
-                                             f"expected {tuple(expected.shape)} ([layer, head])")
-        assert torch.allclose(got, expected, atol=1e-5), (
-            f"on {label} your shares differ at {_where(got, expected, '(layer, head)')}")
+        _assert_matches(got, expected, label=label, what="shares", plural=True, axes="(layer, head)",
+                        shape_hint="[layer, head]")
     return f"All {len(cases)} correct-share cases match the reference."
 
 
@@ -192,10 +200,8 @@ def check_layer_projection(reader_fn: Callable[[Float[Tensor, "layer head item o
     for label, (dla, correct) in cases.items():
         expected = mcq.layer_projection(_run(dla=dla, correct=correct))
         got = torch.as_tensor(reader_fn(dla.clone(), correct.clone())).float()
-        assert got.shape == expected.shape, (f"on {label} your projection has shape {tuple(got.shape)}; "
-                                             f"expected {tuple(expected.shape)} ([layer, item])")
-        assert torch.allclose(got, expected, atol=1e-5), (
-            f"on {label} your projection differs at {_where(got, expected, '(layer, item)')}")
+        _assert_matches(got, expected, label=label, what="projection", plural=False, axes="(layer, item)",
+                        shape_hint="[layer, item]")
     return f"All {len(cases)} layer-projection cases match the reference."
 
 
@@ -223,8 +229,6 @@ def check_recovered(reader_fn: Callable[[Float[Tensor, "layer item"], Float[Tens
                                        clean_target=clean_target, clean_source=clean_source)
         expected = reference.recovered
         got = torch.as_tensor(reader_fn(preference.clone(), clean_target.clone(), clean_source.clone())).float()
-        assert got.shape == expected.shape, (f"on {label} your shares have shape {tuple(got.shape)}; "
-                                             f"expected {tuple(expected.shape)} (one per layer)")
-        assert torch.allclose(got, expected, atol=1e-5), (
-            f"on {label} your shares differ at {_where(got, expected, 'layer')}")
+        _assert_matches(got, expected, label=label, what="shares", plural=True, axes="layer",
+                        shape_hint="one per layer")
     return f"All {len(cases)} format-switch cases match the reference."

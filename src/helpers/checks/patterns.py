@@ -11,10 +11,11 @@ from torch import Tensor
 from helpers import scores
 
 
-def _random_patterns(seed: int, seq_len: int) -> Float[Tensor, "query key"]:
-    generator = torch.Generator().manual_seed(seed)
-    logits = torch.randn(seq_len, seq_len, generator=generator)
-    causal = torch.ones(seq_len, seq_len, dtype=torch.bool).tril()
+def random_causal_patterns(seed: int, *shape: int, scale: float = 1.0) -> Float[Tensor, "... query key"]:
+    """Seeded random attention patterns of `shape` (its last two axes: query, key): softmax of standard
+    normal scores times `scale`, masked to the causal triangle. The checkers' synthetic attention."""
+    logits = torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale
+    causal = torch.ones(shape[-2], shape[-1], dtype=torch.bool).tril()
     return logits.masked_fill(~causal, -torch.inf).softmax(-1)
 
 
@@ -25,7 +26,7 @@ def check_previous_token_score(reader_fn: Callable[[Float[Tensor, "query key"]],
         "a head that attends to itself": torch.eye(6),
         "a uniform causal head": torch.ones(6, 6).tril() / torch.arange(1, 7)[:, None],
     }
-    cases.update({f"random pattern (seed {seed})": _random_patterns(seed, 7) for seed in range(3)})
+    cases.update({f"random pattern (seed {seed})": random_causal_patterns(seed, 7, 7) for seed in range(3)})
     for label, pattern in cases.items():
         seq_len = pattern.shape[0]
         expected = scores.attention_on_targets(pattern[None, None, None], scores.previous_token_targets(1, seq_len)).item()
@@ -110,7 +111,7 @@ def _duplicate_cases() -> dict[str, tuple[Tensor, Tensor]]:
     for seed in range(3):
         generator = torch.Generator().manual_seed(seed)
         random_tokens = torch.randint(0, 4, (10,), generator=generator)  # 4 symbols in 10 places: repeats
-        cases[f"random pattern (seed {seed})"] = (_random_patterns(seed, 10), random_tokens)
+        cases[f"random pattern (seed {seed})"] = (random_causal_patterns(seed, 10, 10), random_tokens)
     return cases
 
 

@@ -7,10 +7,11 @@ from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from torch import Tensor
 
 from helpers import attribution, controls, heads, interventions, ov, stats
+from helpers.checks.patterns import random_causal_patterns
 from helpers.experiments import conflict, mover
 
 
@@ -169,23 +170,17 @@ def check_answer_lead(reader_fn: Callable[[Tensor, Tensor], Tensor]) -> str:
     return f"All {len(cases)} answer-lead cases match the reference."
 
 
-def _causal_patterns(seed: int, batch: int, seq_len: int) -> Float[Tensor, "batch query key"]:
-    logits = _random(seed, batch, seq_len, seq_len) * 2
-    causal = torch.ones(seq_len, seq_len, dtype=torch.bool).tril()
-    return logits.masked_fill(~causal, -torch.inf).softmax(-1)
-
-
 def check_mover_score(reader_fn: Callable[[Tensor, tuple[int, int], Tensor], float]) -> str:
     """Check one head's mover score against `mover.subject_attention` and `mover.mover_score`: per prompt,
     the attention from the last position to the subject's tokens (``subject = (start, stop)``, stop
     excluded) times the head's DLA for the answer; the mean over prompts."""
     seq_len = 7
-    attentive = _causal_patterns(31, 4, seq_len)
+    attentive = random_causal_patterns(31, 4, seq_len, seq_len, scale=2.0)
     attentive[:, -1] = torch.tensor([[0.0, 0.1, 0.8, 0.0, 0.0, 0.0, 0.1], [0.0, 0.1, 0.1, 0.0, 0.0, 0.0, 0.8],
                                      [0.0, 0.2, 0.6, 0.0, 0.0, 0.1, 0.1], [0.0, 0.0, 0.1, 0.0, 0.0, 0.1, 0.8]])
     cases = {
-        "a one-token subject at position 2": (_causal_patterns(30, 5, seq_len), (2, 3), _random(32, 5)),
-        "a two-token subject at positions 3-4": (_causal_patterns(33, 5, seq_len), (3, 5), _random(34, 5) + 1),
+        "a one-token subject at position 2": (random_causal_patterns(30, 5, seq_len, seq_len, scale=2.0), (2, 3), _random(32, 5)),
+        "a two-token subject at positions 3-4": (random_causal_patterns(33, 5, seq_len, seq_len, scale=2.0), (3, 5), _random(34, 5) + 1),
         "a head that writes the answer only when it reads the subject": (attentive, (2, 3),
                                                                           torch.tensor([3.0, 0.0, 2.5, 0.1])),
     }
