@@ -35,7 +35,7 @@ import json
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -146,10 +146,18 @@ class Atlas:
     screens: dict[str, Screen]
     seconds: float = 0.0
     peak_memory_mb: float = 0.0
-    roles: dict[heads.Head, list[str]] = field(default_factory=dict)
 
     def passing(self, key: str) -> list[heads.Head]:
         return self.screens[key].passing
+
+    @property
+    def roles(self) -> dict[heads.Head, list[str]]:
+        """Every passing head with all the families it passes, in the screens' order."""
+        roles: dict[heads.Head, list[str]] = {}
+        for key, screen in self.screens.items():
+            for head in screen.passing:
+                roles.setdefault(head, []).append(key)
+        return roles
 
     def to_json(self) -> dict[str, object]:
         families = {}
@@ -183,13 +191,9 @@ def run(model, *, sizes: Sizes = Sizes(), seed: int = 0, progress: bool = False)
         screens[key] = Screen(family=key, scores=scores.attention_on_targets(patterns[batch], targets),
                               null=scores.attention_on_targets(patterns[null_batch], null_targets),
                               threshold=threshold, baseline=scores.uniform_baseline(targets), ratio=ratio)
-    roles: dict[heads.Head, list[str]] = {}
-    for key, screen in screens.items():
-        for head in screen.passing:
-            roles.setdefault(head, []).append(key)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     return Atlas(model=source.name, n_layers=source.n_layers, n_heads=source.n_heads, seed=seed, sizes=sizes,
-                 screens=screens, seconds=time.perf_counter() - start, peak_memory_mb=peak, roles=roles)
+                 screens=screens, seconds=time.perf_counter() - start, peak_memory_mb=peak)
 
 
 def figure(atlas: Atlas):
