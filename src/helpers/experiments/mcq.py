@@ -267,6 +267,12 @@ class Signature:
         return torch.where(mass >= FLOOR, score, torch.zeros_like(score))
 
 
+def task_gate(model: TransformerBridge, task: MCQTask, *, name: str, seed: int = 0) -> tuple[MCQRun, MCQGate]:
+    """Run `task` and gate its answers: the read every gate of the pages starts from, and the gate."""
+    run = run_mcq(model, task)
+    return run, mcq_gate(run.logits, run.correct, labels=task.labels, name=name, seed=seed)
+
+
 def signature(run: MCQRun, *, seed: int = 0) -> Signature:
     """Attention signature and DLA of every head from an `MCQRun` (a pure function)."""
     n = run.label_attention.shape[-1]
@@ -468,17 +474,11 @@ HELD_OUT_NAME = "other questions, facts and option wording"
 def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
     """The shared part of every MCQ page: 0-shot gates with 4 and 2 options, signature on the 4-option run,
     and the 4-option gate and signature again on as many held-out questions (`mcq_prompts.HELD_OUT`)."""
-    task = mcq_task(model, n=sizes.questions, seed=seed)
-    run = run_mcq(model, task)
-    two = mcq_task(model, n=sizes.questions, seed=seed + 1, labels="AB")
-    two_run = run_mcq(model, two)
-    held = mcq_task(model, n=sizes.questions, seed=seed + 2, family=HELD_OUT)
-    held_run = run_mcq(model, held)
-    return Study(model=models.spec_of(model).name,
-                 gate=mcq_gate(run.logits, run.correct, labels=task.labels, name="4 options, 0-shot", seed=seed),
-                 gate_two=mcq_gate(two_run.logits, two_run.correct, labels=two.labels, name="2 options, 0-shot",
-                                   seed=seed),
-                 run=run, signature=signature(run, seed=seed),
-                 held_gate=mcq_gate(held_run.logits, held_run.correct, labels=held.labels,
-                                    name="held-out family, 4 options, 0-shot", seed=seed),
-                 held_run=held_run, held_signature=signature(held_run, seed=seed))
+    run, gate = task_gate(model, mcq_task(model, n=sizes.questions, seed=seed), name="4 options, 0-shot", seed=seed)
+    _, gate_two = task_gate(model, mcq_task(model, n=sizes.questions, seed=seed + 1, labels="AB"),
+                            name="2 options, 0-shot", seed=seed)
+    held_run, held_gate = task_gate(model, mcq_task(model, n=sizes.questions, seed=seed + 2, family=HELD_OUT),
+                                    name="held-out family, 4 options, 0-shot", seed=seed)
+    return Study(model=models.spec_of(model).name, gate=gate, gate_two=gate_two, run=run,
+                 signature=signature(run, seed=seed), held_gate=held_gate, held_run=held_run,
+                 held_signature=signature(held_run, seed=seed))
