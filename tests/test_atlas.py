@@ -108,7 +108,55 @@ def test_prompts_longer_than_the_toy_say_so():
 
 
 def test_the_atlas_runs_on_a_bridge(tiny_smol):
-    found = atlas.run(tiny_smol, sizes=atlas.Sizes(prompts=2, half_len=6), seed=0)
-    assert set(found.screens) == set(atlas.PATTERN_RULES)
+    """Every family on a bridge; an untrained model fails every task's gate, so no task family lists heads."""
+    found = atlas.run(tiny_smol, sizes=atlas.Sizes(prompts=2, half_len=6), seed=0, reuse=False)
+    assert list(found.screens) == [*atlas.PATTERN_RULES, *atlas.TASK_FAMILIES] and found.skipped == {}
     assert found.screens["previous_token"].scores.shape == (2, 4)
-    assert found.to_json()["model"] == "tiny-smol"
+    for key in atlas.TASK_FAMILIES:
+        screen = found.screens[key]
+        assert screen.scores.shape == (2, 4) and screen.gate.startswith("FAIL") and screen.passing == []
+    data = found.to_json()
+    assert data["model"] == "tiny-smol" and data["families"]["memory"]["kind"] == "task"
+    assert atlas.Atlas.from_json(json.loads(json.dumps(data))).to_json() == data
+
+
+def test_a_toy_skips_the_task_families_and_says_why():
+    found = atlas.run(planted_toy(), sizes=SIZES, seed=0)
+    assert set(found.skipped) == set(atlas.TASK_FAMILIES) and "vocabulary" in found.skipped["memory"]
+    assert set(found.screens) == set(atlas.PATTERN_RULES)
+
+
+def test_a_task_screen_lists_no_heads_when_its_gate_fails():
+    class Gate:
+        passed = False
+
+        def summary(self):
+            return "FAIL: behaviour absent"
+
+    screen = atlas._gated("memory", torch.ones(2, 4), [(1, 2)], Gate())
+    assert screen.passing == [] and screen.gate == "FAIL: behaviour absent"
+    Gate.passed = True
+    assert atlas._gated("memory", torch.ones(2, 4), [(1, 2)], Gate()).passing == [(1, 2)]
+
+
+def test_an_atlas_of_another_schema_version_is_refused():
+    data = atlas.run(planted_toy(), sizes=SIZES, seed=0).to_json() | {"version": 1}
+    with pytest.raises(ValueError, match="schema version"):
+        atlas.Atlas.from_json(data)
+
+
+def test_transferability_counts_heads_and_depth_per_model():
+    found = atlas.run(planted_toy(), sizes=SIZES, seed=0)
+    table = atlas.transferability([found])
+    row = table.loc[("Latent Reasoning", "Induction head")]
+    assert row[("toy", "heads")] == "1" and row[("toy", "depth")] == "0.75"  # L1 of 2 layers: (1 + 0.5) / 2
+    assert atlas.relative_depth((0, 3), 4) == 0.125
+    assert table.loc[("Knowledge Recalling", "Memory head"), ("toy", "heads")] == "not screened"  # skipped
+    assert "Constant head" not in table.index.get_level_values("family")  # in no atlas: no row
+
+
+def test_head_scores_show_every_family_and_what_a_head_passes():
+    found = atlas.run(planted_toy(), sizes=SIZES, seed=0)
+    table = atlas.head_scores(found, [INDUCTION, (1, 3)])
+    assert table.loc["L1H0", "passes"] == "Induction head" and table.loc["L1H3", "passes"] == "none"
+    assert table.loc["L1H0", "Induction head"] > 0.9

@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -32,6 +33,14 @@ def labels(heads: Sequence[Head], values: Float[Tensor, "layer head"] | None = N
         return ", ".join(label(h) for h in heads) or "none"
     number = "{:+.2f}" if signed else "{:.2f}"
     return ", ".join(f"{label(h)} ({number.format(float(values[tuple(h)]))})" for h in heads) or "none"
+
+
+def parse(text: str) -> Head:
+    """``"L23H0"`` -> ``(23, 0)``: the inverse of `label`."""
+    match = re.fullmatch(r"L(\d+)H(\d+)", text.strip())
+    if match is None:
+        raise ValueError(f"a head label reads L<layer>H<head>, e.g. 'L23H0'; got {text!r}")
+    return int(match[1]), int(match[2])
 
 
 def check(heads: Sequence[Head], n_layers: int, n_heads: int) -> None:

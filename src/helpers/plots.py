@@ -479,6 +479,44 @@ def head_scatter(
     return fig
 
 
+def family_map(
+    roles: Mapping[tuple[int, int], Sequence[str]],
+    n_layers: int,
+    n_heads: int,
+    *,
+    colors: Mapping[str, str],
+    title: str,
+    ax: Axes | None = None,
+) -> Figure:
+    """A layers × heads grid with each head's families as coloured stripes: a head in two families is split
+    in two, so heads with several roles stand out. `colors` maps every family (as `roles` names it) to a
+    colour; the legend is left to the caller, which knows which families to list.
+
+    Raises:
+        ValueError: if a head is outside the grid or a family has no colour.
+    """
+    missing = sorted({family for families in roles.values() for family in families} - set(colors))
+    if missing:
+        raise ValueError(f"no colour for the families {missing}; give every family in roles a colour")
+    for head in roles:
+        heads.check([head], n_layers, n_heads)
+    fig, ax = _figure(ax, (min(1.6 + 0.4 * n_heads, 12.0), min(1.3 + 0.2 * n_layers, 12.0)))
+    ax.add_patch(Rectangle((-0.5, -0.5), n_heads, n_layers, facecolor="#f2f2f2", edgecolor="none"))
+    for (layer, head), families in roles.items():
+        width = 1 / len(families)
+        for i, family in enumerate(families):
+            ax.add_patch(Rectangle((head - 0.5 + i * width, layer - 0.5), width, 1, facecolor=colors[family],
+                                   edgecolor="white", linewidth=0.5))
+    ax.set_xlim(-0.5, n_heads - 0.5)
+    ax.set_ylim(n_layers - 0.5, -0.5)  # layer 0 at the top, as in head_heatmap
+    ax.set_xticks(_ticks(n_heads))
+    ax.set_yticks(_ticks(n_layers))
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(fit_to_axes(ax, title, TITLE_PT))
+    return fig
+
+
 ROLE_COLORS = {"previous token": "#8172b3", "duplicate token": "#937860", "induction": "#da8bc3",
                "S-inhibition": "#dd8452", "name mover": "#55a868", "negative name mover": "#c44e52",
                "subject suppressor": "#64b5cd"}

@@ -1,29 +1,45 @@
-"""The head atlas: every registered attention-pattern family screened on every head of one model, in one
-set of forward passes, written as one JSON file and one figure.
+"""The head atlas: every registered family the atlas can screen, on every head of one model, written as one
+JSON file and one figure.
 
     python -m helpers.experiments.atlas --model smollm2-135m --out _build/atlas
 
-This first version screens the three families a head's attention pattern defines (previous-token,
-duplicate and induction heads), each with its page's score and pass rule (`screens.Screen`: the score
-at least the family's threshold and at least `ratio` times the head's own score on a matched control).
-All three read the patterns of two batches: random tokens repeated once, and the same prompts with the
-second half replaced by fresh tokens (the control: same positions, nothing to copy); `pattern_targets`
-says which positions each family scores and what its control is. The task families
-(IOI, knowledge conflict, multiple choice, ...) are not in it yet: they need their tasks' reads.
+Two kinds of family:
 
-It runs on a `TransformerBridge` (the offline models, any Hub model online) or a toy
-`helpers.toy.AttentionOnlyTransformer`, trained or built by hand.
+- **Pattern families** (previous-token, duplicate, induction heads), defined by where a head attends. Each
+  uses its page's score and pass rule (`screens.Screen`: the score at least the family's threshold and at
+  least `ratio` times the head's own score on a matched control), on random tokens only: the duplicate page
+  also screens IOI prompts and the previous-token page English prose, so their lists can differ. All three read the patterns of two
+  batches: random tokens repeated once, and the same prompts with the second half replaced by fresh tokens
+  (the control: same positions, nothing to copy); `pattern_targets` says which positions each family
+  scores and what its control is. They run on any model, toys included.
+- **Task families** (memory, context, mover, negative, name mover, negative name mover heads), defined by a
+  task's direct effect. Each runs its page's behaviour gate and screen with the page's functions, sizes and
+  seeds, and picks the heads its page's screen picks (`TaskScreen`); families that read the same task share
+  its passes (IOI: one read for name movers and negative name movers; knowledge conflict: one screen for
+  memory and context heads). The pages' causal checks are not re-run here: the atlas says which heads each
+  screen picks, the family page says whether they carry the behaviour. They need a real model's vocabulary
+  and are skipped on toys; a family whose gate fails lists no heads and says so.
 
-JSON schema (``SCHEMA_VERSION`` 1)::
+Families whose screens need the multiple-choice toys or the acronym task's attribution patching (constant,
+single letter, content gatherer, correct letter, amplification, correct, letter mover), the associative
+memories' toy, and the inhibition and backup families (which need path patching or knockouts) are not in it.
 
-    {"schema": "attention-heads-atlas", "version": 1,
+The run is kept in the results store (`helpers.store`) under the model, sizes and seed, so the atlas page and
+`make atlas` compute it once per code version.
+
+JSON schema (``SCHEMA_VERSION`` 2)::
+
+    {"schema": "attention-heads-atlas", "version": 2,
      "model": str, "n_layers": int, "n_heads": int, "seed": int,
      "sizes": {"prompts": int, "half_len": int},
-     "families": {key: {"name": str, "stage": str, "score": str, "rule": str,
-                        "threshold": float, "ratio": float,
-                        "scores": [[float] * n_heads] * n_layers,   # on the repeated prompts
-                        "control": [[float] * n_heads] * n_layers,  # the matched control score
+     "families": {key: {"name": str, "stage": str, "kind": "pattern" | "task",
+                        "score": str, "rule": str, "units": str,
+                        "scores": [[float] * n_heads] * n_layers,   # larger = more the family
+                        "control": [[float] * n_heads] * n_layers | null,  # pattern families' control
+                        "threshold": float | null, "ratio": float | null,  # pattern families' rule
+                        "gate": str | null,                         # task families' behaviour gate
                         "passing": ["L1H2", ...]}},                 # best first
+     "skipped": {key: str},           # families not screened on this model, and why
      "heads": {"L1H2": [key, ...]},   # every passing head with all the families it passes
      "seconds": float, "peak_memory_mb": float}
 """
@@ -35,22 +51,23 @@ import json
 import resource
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Callable
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from helpers import capture, heads, scores, tasks, toy
-from helpers.experiments import duplicate, induction, previous_token, registry
+from helpers import capture, heads, overlap, scores, store, tasks, toy
+from helpers.experiments import conflict, duplicate, induction, ioi, mover, previous_token, registry, yesno
 from helpers.screens import Screen
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # registry key -> (threshold, ratio): the pass rule each family's page applies
 PATTERN_RULES: dict[str, tuple[float, float]] = {
     "previous_token": (previous_token.THRESHOLD, 2.0),
@@ -136,6 +153,83 @@ def pattern_targets(probe: Probe) -> dict[str, tuple[str, Bool[Tensor, "b q k"],
     }
 
 
+UNITS = {"previous_token": "share of attention", "duplicate": "share of attention",
+         "induction": "share of attention", "memory": "logit", "context": "logit", "mover": "attention x logit",
+         "negative": "NAS", "name_mover": "logit", "negative_name_mover": "logit"}
+
+
+@dataclass(frozen=True)
+class TaskScreen:
+    """A task family's screen on every head: the score its page ranks heads by (sign turned so that larger
+    means more the family), the heads its page's screen picks, and the task's behaviour gate in words.
+    An empty `passing` with a failed gate means the page finds no behaviour to look for heads in."""
+
+    family: str
+    scores: Float[Tensor, "layer head"]
+    passing: list[heads.Head]
+    gate: str
+
+
+def _gated(family: str, scores: Tensor, picked: list[heads.Head], gate) -> TaskScreen:
+    return TaskScreen(family=family, scores=scores, passing=picked if gate.passed else [], gate=gate.summary())
+
+
+def ioi_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """Name movers and negative name movers from one IOI read (`ioi.ioi_read`), as their pages screen them."""
+    sizes = ioi.Sizes()
+    data = ioi.ioi_data(model, n=sizes.prompts, seed=seed)
+    read = ioi.ioi_read(model, data)
+    gate = ioi.ioi_gate(model, data, seed=seed, read=read)
+    dla = read.dla.mean(-1)
+    return {"name_mover": _gated("name_mover", dla, ioi.name_mover_ranking(read, sizes.top_k), gate),
+            "negative_name_mover": _gated("negative_name_mover", -dla,
+                                          ioi.negative_mover_ranking(read, sizes.top_k), gate)}
+
+
+def conflict_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """Memory and context heads from one knowledge-conflict screen, with the seeds `conflict.study` uses."""
+    sizes = conflict.Sizes()
+    pairs = conflict.capital_pairs(model)
+    known = conflict.knowledge(model, pairs, seed=seed)
+    if not known.gate.passed or len(known.known) < 2:
+        empty = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+        return {key: TaskScreen(key, empty, [], known.gate.summary()) for key in ("memory", "context")}
+    prompts = conflict.conflict_prompts(model, known.known, n=sizes.screen_prompts, seed=seed + 10,
+                                        counterfactuals=pairs)
+    screen = conflict.screen_heads(model, prompts)
+    return {"memory": _gated("memory", screen.conflict, screen.memory_heads(sizes.top_k), known.gate),
+            "context": _gated("context", -screen.conflict, screen.context_heads(sizes.top_k), known.gate)}
+
+
+def mover_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """Mover heads: attention to the subject times DLA on the facts the model recalls (`mover.study`'s steps)."""
+    sizes = mover.Sizes()
+    recall = mover.recall_gate(model, mover.relation_batches(model, seed=seed), seed=seed)
+    known = recall.known()
+    if not recall.gate.passed or any(len(batch) < 2 for batch in known):
+        empty = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+        return {"mover": TaskScreen("mover", empty, [], recall.gate.summary())}
+    screen = mover.screen_heads(model, mover.first(known, sizes.screen_prompts))
+    return {"mover": _gated("mover", screen.score, screen.movers(sizes.top_k), recall.gate)}
+
+
+def negative_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """Negative heads: NAS on yes/no questions (`yesno.nas_screen`), gated by the order-balanced mirror gate."""
+    sizes = yesno.Sizes()
+    truth, biases = yesno.order_biases(model, pairs_per_kind=sizes.gate_pairs_per_kind, seed=seed)
+    gate = yesno.mirror_gate(yesno.balanced(biases), truth, seed=seed)
+    found = yesno.nas_screen(model, pairs_per_kind=sizes.screen_pairs_per_kind, seed=seed + 10, top_k=sizes.top_k)
+    return {"negative": _gated("negative", found.scores, found.top(sizes.top_k), gate)}
+
+
+# The task families' screens, in registry order within each task; each runner shares its task's passes.
+TASK_SCREENS: tuple[Callable[..., dict[str, TaskScreen]], ...] = (
+    conflict_screens, negative_screens, mover_screens, ioi_screens)
+TASK_FAMILIES = ("memory", "context", "negative", "mover", "name_mover", "negative_name_mover")
+# Pairs that one score splits by sign: a head cannot be in both, so an overlap test must not count them.
+EXCLUSIVE_PAIRS = frozenset({frozenset({"memory", "context"}), frozenset({"name_mover", "negative_name_mover"})})
+
+
 @dataclass(frozen=True)
 class Atlas:
     model: str
@@ -143,7 +237,8 @@ class Atlas:
     n_heads: int
     seed: int
     sizes: Sizes
-    screens: dict[str, Screen]
+    screens: dict[str, Screen | TaskScreen]  # registry key -> its screen, pattern families first
+    skipped: dict[str, str] = field(default_factory=dict)  # registry key -> why it was not screened
     seconds: float = 0.0
     peak_memory_mb: float = 0.0
 
@@ -163,27 +258,49 @@ class Atlas:
         families = {}
         for key, screen in self.screens.items():
             family = registry.by_key(key)
-            families[key] = {"name": family.name, "stage": family.stage, "score": family.score, "rule": family.rule,
-                             "threshold": screen.threshold, "ratio": screen.ratio,
-                             "scores": screen.scores.tolist(), "control": screen.null.tolist(),
+            pattern = isinstance(screen, Screen)
+            families[key] = {"name": family.name, "stage": family.stage, "kind": "pattern" if pattern else "task",
+                             "score": family.score, "rule": family.rule, "units": UNITS[key],
+                             "scores": screen.scores.tolist(),
+                             "control": screen.null.tolist() if pattern else None,
+                             "threshold": screen.threshold if pattern else None,
+                             "ratio": screen.ratio if pattern else None,
+                             "gate": None if pattern else screen.gate,
                              "passing": [heads.label(head) for head in screen.passing]}
         return {"schema": "attention-heads-atlas", "version": SCHEMA_VERSION, "model": self.model,
                 "n_layers": self.n_layers, "n_heads": self.n_heads, "seed": self.seed,
                 "sizes": {"prompts": self.sizes.prompts, "half_len": self.sizes.half_len},
-                "families": families,
+                "families": families, "skipped": dict(self.skipped),
                 "heads": {heads.label(head): keys for head, keys in sorted(self.roles.items())},
                 "seconds": round(self.seconds, 2), "peak_memory_mb": round(self.peak_memory_mb, 1)}
 
+    @classmethod
+    def from_json(cls, data: dict) -> Atlas:
+        """The atlas a `to_json` dict describes (what the results store and the JSON file keep)."""
+        if data.get("schema") != "attention-heads-atlas" or data.get("version") != SCHEMA_VERSION:
+            raise ValueError(f"not an atlas of schema version {SCHEMA_VERSION}: "
+                             f"{data.get('schema')!r} version {data.get('version')!r}; run the atlas again")
+        screens: dict[str, Screen | TaskScreen] = {}
+        for key, row in data["families"].items():
+            values = torch.tensor(row["scores"])
+            if row["kind"] == "pattern":
+                screens[key] = Screen(family=key, scores=values, null=torch.tensor(row["control"]),
+                                      threshold=row["threshold"], baseline=float("nan"), ratio=row["ratio"])
+            else:
+                screens[key] = TaskScreen(family=key, scores=values, gate=row["gate"],
+                                          passing=[heads.parse(label) for label in row["passing"]])
+        return cls(model=data["model"], n_layers=data["n_layers"], n_heads=data["n_heads"], seed=data["seed"],
+                   sizes=Sizes(**data["sizes"]), screens=screens, skipped=dict(data["skipped"]),
+                   seconds=data["seconds"], peak_memory_mb=data["peak_memory_mb"])
 
-def run(model, *, sizes: Sizes = Sizes(), seed: int = 0, progress: bool = False) -> Atlas:
-    """Screen every attention-pattern family on every head of `model` (two forward passes in all)."""
-    start = time.perf_counter()
-    source = probe(model, sizes=sizes, seed=seed)
+
+def pattern_screens(source: Probe, *, progress: bool = False) -> dict[str, Screen]:
+    """The attention-pattern families' screens, from two forward passes."""
     steps = [("repeated", source.repeated), ("control", source.control)]
     if progress:
         from tqdm import tqdm
 
-        steps = tqdm(steps, desc=f"atlas {source.name}", unit="batch")
+        steps = tqdm(steps, desc=f"atlas {source.name}: patterns", unit="batch")
     patterns = {name: source.patterns(tokens).float().cpu() for name, tokens in steps}
     screens = {}
     for key, (batch, targets, null_batch, null_targets) in pattern_targets(source).items():
@@ -191,24 +308,162 @@ def run(model, *, sizes: Sizes = Sizes(), seed: int = 0, progress: bool = False)
         screens[key] = Screen(family=key, scores=scores.attention_on_targets(patterns[batch], targets),
                               null=scores.attention_on_targets(patterns[null_batch], null_targets),
                               threshold=threshold, baseline=scores.uniform_baseline(targets), ratio=ratio)
+    return screens
+
+
+def task_screens(model: TransformerBridge, *, seed: int, progress: bool = False) -> dict[str, TaskScreen]:
+    """Every task family's screen, one task at a time (each task's passes shared by its families)."""
+    runners = TASK_SCREENS
+    if progress:
+        from tqdm import tqdm
+
+        runners = tqdm(runners, desc=f"atlas {model.cfg.model_name}: tasks", unit="task")
+    found: dict[str, TaskScreen] = {}
+    for runner in runners:
+        found |= runner(model, seed=seed)
+    return {key: found[key] for key in TASK_FAMILIES}
+
+
+def _compute(model, *, sizes: Sizes, seed: int, progress: bool) -> Atlas:
+    start = time.perf_counter()
+    source = probe(model, sizes=sizes, seed=seed)
+    screens: dict[str, Screen | TaskScreen] = dict(pattern_screens(source, progress=progress))
+    skipped = {}
+    if isinstance(model, toy.AttentionOnlyTransformer):
+        skipped = {key: "a task family: it needs a real model's vocabulary, which a toy does not have"
+                   for key in TASK_FAMILIES}
+    else:
+        screens |= task_screens(model, seed=seed, progress=progress)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     return Atlas(model=source.name, n_layers=source.n_layers, n_heads=source.n_heads, seed=seed, sizes=sizes,
-                 screens=screens, seconds=time.perf_counter() - start, peak_memory_mb=peak)
+                 screens=screens, skipped=skipped, seconds=time.perf_counter() - start, peak_memory_mb=peak)
 
 
-def figure(atlas: Atlas):
-    """One heat map per family, passing heads boxed."""
+def run(model, *, sizes: Sizes = Sizes(), seed: int = 0, progress: bool = False, reuse: bool = True) -> Atlas:
+    """Screen every family the atlas knows on every head of `model`.
+
+    A book model's atlas is kept in the results store (`reuse=False` recomputes it); a toy's is always
+    computed (two forward passes), since a toy has no name that fixes its weights."""
+    if isinstance(model, toy.AttentionOnlyTransformer) or not reuse:
+        return _compute(model, sizes=sizes, seed=seed, progress=progress)
+    from helpers import models
+
+    name = models.spec_of(model).name
+    data = store.cached("atlas", lambda: _compute(model, sizes=sizes, seed=seed, progress=progress).to_json(),
+                        model=name, sizes=sizes, seed=seed, schema=SCHEMA_VERSION)
+    return Atlas.from_json(data)
+
+
+# One colour per family on every atlas figure (colour-blind-safe pairs kept apart).
+FAMILY_COLORS = {"previous_token": "#8172b3", "duplicate": "#937860", "induction": "#da8bc3",
+                 "memory": "#4c72b0", "context": "#dd8452", "negative": "#8c8c8c", "mover": "#64b5cd",
+                 "name_mover": "#55a868", "negative_name_mover": "#c44e52"}
+
+
+def relative_depth(head: heads.Head, n_layers: int) -> float:
+    """Where a head's layer sits in the model, 0 (first layer) to 1 (last): (layer + 0.5) / n_layers."""
+    return (head[0] + 0.5) / n_layers
+
+
+def transferability(atlases: Sequence[Atlas]):
+    """Per family and model: how many heads the screen picks, their mean relative depth, the strongest
+    score (in the family's units), or why there are none. A DataFrame, families in registry order."""
+    import pandas as pd
+
+    rows = []
+    for family in registry.FAMILIES:
+        if not any(family.key in atlas.screens or family.key in atlas.skipped for atlas in atlases):
+            continue
+        row = {"family": family.name, "stage": family.stage}
+        for atlas in atlases:
+            screen = atlas.screens.get(family.key)
+            if screen is None:
+                row[(atlas.model, "heads")] = "not screened"
+                row[(atlas.model, "depth")] = row[(atlas.model, "strongest")] = ""
+            elif not screen.passing:
+                failed = isinstance(screen, TaskScreen) and screen.gate.startswith("FAIL")
+                row[(atlas.model, "heads")] = "0 (gate fails)" if failed else "0"
+                row[(atlas.model, "depth")] = row[(atlas.model, "strongest")] = ""
+            else:
+                depths = [relative_depth(head, atlas.n_layers) for head in screen.passing]
+                row[(atlas.model, "heads")] = str(len(screen.passing))
+                row[(atlas.model, "depth")] = f"{sum(depths) / len(depths):.2f}"
+                row[(atlas.model, "strongest")] = f"{screen.scores[screen.passing[0]]:.2f} {UNITS[family.key]}"
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index(["stage", "family"])
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table
+
+
+def head_scores(atlas: Atlas, shown: Sequence[heads.Head]):
+    """Each shown head's score in every screened family (a DataFrame), with the families it passes."""
+    import pandas as pd
+
+    roles = atlas.roles
+    rows = []
+    for head in shown:
+        row = {"head": heads.label(head)}
+        row |= {registry.by_key(key).name: round(float(screen.scores[head]), 2) for key, screen in atlas.screens.items()}
+        row["passes"] = ", ".join(registry.by_key(key).name for key in roles.get(head, [])) or "none"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("head")
+
+
+def figure(atlases: Sequence[Atlas]):
+    """Each model's layers x heads map, one stripe per family a head passes, side by side, one legend."""
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     from helpers import plots
 
-    fig, axes = plt.subplots(1, len(atlas.screens), figsize=(plots.COLUMN_INCHES, 0.22 * atlas.n_layers + 1.8),
-                             layout="constrained")
-    for ax, (key, screen) in zip(axes, atlas.screens.items()):
-        plots.head_heatmap(screen.scores, title=registry.by_key(key).name.replace(" head", "\nheads"),
-                           colorbar_label="share of attention on the targets", marked=screen.passing,
-                           vmin=0, vmax=1, ax=ax)
-    fig.suptitle(f"Attention-pattern families, {atlas.model}")
+    tallest = max(atlas.n_layers for atlas in atlases)
+    fig, axes = plt.subplots(1, len(atlases), figsize=(plots.COLUMN_INCHES, 0.2 * tallest + 2.8),
+                             layout="constrained", squeeze=False,
+                             gridspec_kw={"width_ratios": [atlas.n_heads + 3 for atlas in atlases]})
+    shown: list[str] = []
+    for ax, atlas in zip(axes[0], atlases):
+        plots.family_map(atlas.roles, atlas.n_layers, atlas.n_heads, colors=FAMILY_COLORS, title=atlas.model, ax=ax)
+        shown += [key for key in atlas.screens if key not in shown]
+    fig.legend(handles=[Patch(color=FAMILY_COLORS[key], label=registry.by_key(key).name) for key in shown],
+               loc="outside lower center", ncols=3)
+    fig.suptitle("Heads each family's screen picks (a head in several families is striped)")
+    return fig
+
+
+def overlap_tests(atlas: Atlas, *, n_draws: int = 2000, seed: int = 0) -> dict[str, overlap.OverlapTest]:
+    """The shared-heads permutation test of one atlas against both nulls (all heads; same layers).
+    Families whose screen picks no head take no part; memory/context and name mover/negative name mover,
+    split by one score's sign, are not counted as pairs (`EXCLUSIVE_PAIRS`)."""
+    claimed = {key: screen.passing for key, screen in atlas.screens.items() if screen.passing}
+    return {null: overlap.permutation_test(claimed, atlas.n_layers, atlas.n_heads, excluded=EXCLUSIVE_PAIRS,
+                                           n_draws=n_draws, within_layers=null == "same layers", seed=seed)
+            for null in ("all heads", "same layers")}
+
+
+def overlap_figure(tests: dict[str, dict[str, overlap.OverlapTest]]):
+    """Per model, the number of shared memberships under each null (step histograms) and the observed one."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from helpers import plots
+
+    fig, axes = plt.subplots(1, len(tests), figsize=(plots.COLUMN_INCHES, 3.2), layout="constrained",
+                             squeeze=False)
+    styles = {"all heads": "#8c8c8c", "same layers": "#4c72b0"}
+    for ax, (model, by_null) in zip(axes[0], tests.items()):
+        top = max(max(int(test.null.max()), test.observed) for test in by_null.values())
+        edges = np.arange(-0.5, top + 1.5)
+        for null, test in by_null.items():
+            ax.hist(test.null, bins=edges, histtype="step", linewidth=2, color=styles[null],
+                    label=f"{null} (p = {test.p_value:.3f})")
+        observed = next(iter(by_null.values())).observed
+        ax.axvline(observed, color=plots.MARK_COLOR, linestyle="--", label=f"observed: {observed}")
+        ax.set_xlabel("shared memberships")
+        ax.set_ylabel(f"draws (of {next(iter(by_null.values())).n_draws})")
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.6)  # headroom for the legend above the bars
+        ax.set_title(plots.fit_to_axes(ax, model, plots.TITLE_PT))
+        ax.legend(loc="upper right")
+    fig.suptitle("Heads shared between families, against redrawn families")
     return fig
 
 
@@ -225,7 +480,7 @@ def write(atlas: Atlas, out: Path) -> list[Path]:
     stem = out / f"atlas_{atlas.model}"
     stem.with_suffix(".json").write_text(json.dumps(atlas.to_json(), indent=1) + "\n")
     with matplotlib.rc_context(plots.BOOK_STYLE):
-        fig = figure(atlas)
+        fig = figure([atlas])
         fig.savefig(stem.with_suffix(".png"), dpi=plots.FIGURE_DPI)
         plt.close(fig)
     return [stem.with_suffix(".json"), stem.with_suffix(".png")]

@@ -40,6 +40,8 @@ STAGES: dict[str, str] = {
 }
 # Pages that study a circuit of several families rather than one family.
 CIRCUIT_PAGES = ("ioi_circuit",)
+# Pages about every family at once (the head atlas runs the registry's screens on every head).
+ATLAS_PAGES = ("head_atlas",)
 
 _MCQ_SCORE = "share of END's attention over the four {what} that falls on the correct one"
 _MCQ_FLOOR = "at least 10 % of END's attention on the {what}"
