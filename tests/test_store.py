@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -86,3 +87,36 @@ def test_the_exercise_checkers_are_not_in_the_code_digest(tmp_path):
     assert store.package_digest(package) == before
     (package / "heads.py").write_text("# an edit to the code results come from\n", encoding="utf-8")
     assert store.package_digest(package) != before
+
+
+def test_helpers_dataclasses_are_stored_and_read_back_as_themselves():
+    from helpers.stats import Estimate
+
+    value = {"estimate": Estimate(mean=0.5, lower=0.25, upper=0.75, n=8), "scores": torch.arange(3.0)}
+    compute, calls = counting(value)
+    store.cached("with-a-dataclass", compute, seed=0)
+    again = store.cached("with-a-dataclass", compute, seed=0)
+    assert calls == [1] and again["estimate"] == value["estimate"] and type(again["estimate"]) is Estimate
+    assert torch.equal(again["scores"], value["scores"])
+
+
+@dataclasses.dataclass(frozen=True)
+class NotOurs:
+    value: int
+
+
+def test_a_class_from_outside_helpers_is_refused_when_saved(private_cache):
+    with pytest.raises(store.Unstorable, match="NotOurs is not a dataclass of the helpers package"):
+        store.cached("foreign", lambda: NotOurs(3), seed=0)
+    assert not list((private_cache / "results").glob("foreign-*"))  # nothing left behind
+
+
+def test_the_weights_digest_tells_models_apart():
+    from helpers import toy
+
+    def built(seed):
+        return toy.AttentionOnlyTransformer(toy.ToyConfig(vocab_size=8, n_ctx=4, d_model=8, d_head=4, n_heads=2,
+                                                          n_layers=1, seed=seed))
+
+    first, same, other = built(0), built(0), built(1)
+    assert store.weights_digest(first) == store.weights_digest(same) != store.weights_digest(other)

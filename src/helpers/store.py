@@ -11,8 +11,11 @@ The key always includes, besides ``name`` and ``key``:
   reused where recomputing it would give the same bits.
 
 Values are stored with ``torch.save`` and read back with ``weights_only=True``: tensors, numbers,
-strings, lists, tuples and dicts of those (convert dataclasses with ``dataclasses.asdict``). A file that
-cannot be read is recomputed and replaced, never trusted. Set ``ATTENTION_HEADS_RESULTS=off`` to
+strings, lists, tuples and dicts of those, and the ``helpers`` package's own dataclasses (a study's result):
+a checkpoint that names any other class is not loaded. A value the store cannot read back is refused when
+it is saved, with the class that stops it. A file that cannot be read is recomputed and replaced, never
+trusted. A result computed from a model's weights keys on ``weights_digest(model)`` besides its name, so
+two models that share a name (the tests' tiny models) never share a result. Set ``ATTENTION_HEADS_RESULTS=off`` to
 recompute everything; entries live under ``$ATTENTION_HEADS_CACHE/results``.
 
 Example::
@@ -22,7 +25,9 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import importlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -71,6 +76,38 @@ def entry_path(name: str, key: dict[str, object]) -> Path:
     return cache_root() / "results" / f"{name}-{hashlib.sha256(described.encode()).hexdigest()[:20]}.pt"
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 over every parameter's name, shape and first 4096 values: cheap (a few ms for 135M
+    parameters) and different for any two differently initialised or trained models."""
+    digest = hashlib.sha256()
+    for name, parameter in model.named_parameters():
+        digest.update(f"{name}{tuple(parameter.shape)}".encode())
+        digest.update(parameter.detach().flatten()[:4096].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
+class Unstorable(TypeError):
+    """A value ``cached`` could save but not read back with ``weights_only=True``."""
+
+
+def _allowed_classes(path: Path) -> list[type]:
+    """The ``helpers`` dataclasses a checkpoint names; any other class it names raises ``Unstorable``."""
+    allowed = []
+    for qualified in torch.serialization.get_unsafe_globals_in_checkpoint(str(path)):
+        module, _, attribute = qualified.rpartition(".")
+        found = getattr(importlib.import_module(module), attribute, None) if module.startswith("helpers.") else None
+        if not (isinstance(found, type) and dataclasses.is_dataclass(found)):
+            raise Unstorable(f"{qualified} is not a dataclass of the helpers package; store tensors, numbers, "
+                             "strings, containers of those, or helpers dataclasses")
+        allowed.append(found)
+    return allowed
+
+
+def _load(path: Path) -> object:
+    with torch.serialization.safe_globals(_allowed_classes(path)):
+        return torch.load(path, weights_only=True)
+
+
 def cached(name: str, compute: Callable[[], T], **key: object) -> T:
     """``compute()``, or its saved result for the same ``name``, ``key``, code and float kernels.
 
@@ -80,12 +117,17 @@ def cached(name: str, compute: Callable[[], T], **key: object) -> T:
     path = entry_path(name, key)
     if os.environ.get(SWITCH_ENV, "on") != "off" and path.exists():
         try:
-            return torch.load(path, weights_only=True)
+            return _load(path)
         except Exception:  # noqa: BLE001 - a partial or foreign file is recomputed, whatever went wrong
             pass
     value = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
         torch.save(value, handle)
+    try:
+        _allowed_classes(Path(handle.name))
+    except Unstorable:
+        os.unlink(handle.name)
+        raise
     os.replace(handle.name, path)  # atomic: a reader sees the old file or the whole new one
     return value

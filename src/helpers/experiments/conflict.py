@@ -30,7 +30,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from helpers import attribution, capture, controls, interventions, models, readout, stats, tasks
+from helpers import attribution, capture, controls, interventions, models, readout, stats, store, tasks
 from helpers.heads import Head, label, labels, top as top_heads
 from helpers.tasks import tokenize_prompts
 
@@ -555,8 +555,14 @@ def study(model, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
     """Run all of E1 on `model`: the exact steps both family pages show, for the comparison model too.
 
     Seeds: the gate uses `seed`, the screen prompts `seed + 10`, the ablation prompts `seed + 20` and
-    the reference prompts for the means `seed + 30`. If the gate fails, the study stops there.
+    the reference prompts for the means `seed + 30`. If the gate fails, the study stops there. The memory
+    and context pages both read it for both models, so it is kept in the results store.
     """
+    return store.cached("conflict-study", lambda: _study(model, sizes=sizes, seed=seed),
+                        model=models.spec_of(model).name, weights=store.weights_digest(model), sizes=sizes, seed=seed)
+
+
+def _study(model, *, sizes: Sizes, seed: int) -> Study:
     name = models.spec_of(model).name
     pairs = capital_pairs(model)
     known = knowledge(model, pairs, seed=seed)

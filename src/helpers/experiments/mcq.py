@@ -30,7 +30,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from helpers import attribution, capture, heads as heads_module, heldout, interventions, models, readout, stats
+from helpers import attribution, capture, heads as heads_module, heldout, interventions, models, readout, stats, store
 from helpers.capture import EndRead
 from helpers.experiments.mcq_prompts import HELD_OUT, MCQTask, mcq_task
 from helpers.heads import Head, labels
@@ -473,7 +473,13 @@ HELD_OUT_NAME = "other questions, facts and option wording"
 
 def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
     """The shared part of every MCQ page: 0-shot gates with 4 and 2 options, signature on the 4-option run,
-    and the 4-option gate and signature again on as many held-out questions (`mcq_prompts.HELD_OUT`)."""
+    and the 4-option gate and signature again on as many held-out questions (`mcq_prompts.HELD_OUT`).
+    Six pages read it for both models, so it is kept in the results store (computed once per code version)."""
+    return store.cached("mcq-study", lambda: _study(model, sizes=sizes, seed=seed), model=models.spec_of(model).name,
+                        weights=store.weights_digest(model), sizes=sizes, seed=seed)
+
+
+def _study(model: TransformerBridge, *, sizes: Sizes, seed: int) -> Study:
     run, gate = task_gate(model, mcq_task(model, n=sizes.questions, seed=seed), name="4 options, 0-shot", seed=seed)
     _, gate_two = task_gate(model, mcq_task(model, n=sizes.questions, seed=seed + 1, labels="AB"),
                             name="2 options, 0-shot", seed=seed)
