@@ -152,7 +152,7 @@ def test_transferability_counts_heads_and_depth_per_model():
     assert row[("toy", "heads")] == "1" and row[("toy", "depth")] == "0.75"  # L1 of 2 layers: (1 + 0.5) / 2
     assert atlas.relative_depth((0, 3), 4) == 0.125
     assert table.loc[("Knowledge Recalling", "Memory head"), ("toy", "heads")] == "not screened"  # skipped
-    assert "Constant head" not in table.index.get_level_values("family")  # in no atlas: no row
+    assert "Correct head" not in table.index.get_level_values("family")  # in no atlas: no row
 
 
 def test_head_scores_show_every_family_and_what_a_head_passes():

@@ -19,8 +19,7 @@ from helpers import heads, models
 from helpers.experiments import head_index as hi
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK_PAGES = sorted(path.stem for path in (ROOT / "notebooks").glob("*.ipynb")
-                        if path.stem not in hi.EXCLUDED_PAGES)
+NOTEBOOK_PAGES = sorted(path.stem for path in (ROOT / "notebooks").glob("*.ipynb"))
 WRITE = "run `python -m helpers.experiments.head_index --write`"
 WRITE_LINKS = "run `python -m helpers.experiments.head_index --write-links`"
 TARGET = re.compile(r"^\(([^)\s]+)\)=$", re.M)
@@ -133,7 +132,6 @@ def test_heads_on_several_pages_are_listed_first():
     (hi.Naming("gemma3-270m", "L18H0", "memory_heads", "a role"), "outside this model"),
     (hi.Naming("gpt2-small", "L12H0", "name_mover_heads", "published name mover"), "outside this model"),
     (hi.Naming("smollm2-135m", "L23H1", "no_such_heads", "a role"), "no such page"),
-    (hi.Naming("smollm2-135m", "L23H1", "head_atlas", "a role"), "no such page"),
     (hi.Naming("pythia-70m", "L1H1", "memory_heads", "a role"), "unknown model"),
     (hi.Naming("smollm2-135m", "23.1", "memory_heads", "a role"), "L<layer>H<head>"),
     (hi.Naming("smollm2-135m", "L23H1", "memory_heads", "x" * (hi.MAX_ROLE + 1)), "a role is a phrase"),

@@ -12,17 +12,18 @@ Two kinds of family:
   batches: random tokens repeated once, and the same prompts with the second half replaced by fresh tokens
   (the control: same positions, nothing to copy); `pattern_targets` says which positions each family
   scores and what its control is. They run on any model, toys included.
-- **Task families** (memory, context, mover, negative, name mover, negative name mover heads), defined by a
-  task's direct effect. Each runs its page's behaviour gate and screen with the page's functions, sizes and
+- **Task families** (memory, context, negative, mover, name mover and negative name mover heads, and the five
+  multiple-choice families: constant, single letter, content gatherer, correct letter, amplification heads),
+  defined by a task's direct effect or, for the multiple-choice families, by END's attention on the options. Each runs its page's behaviour gate and screen with the page's functions, sizes and
   seeds, and picks the heads its page's screen picks (`TaskScreen`); families that read the same task share
   its passes (IOI: one read for name movers and negative name movers; knowledge conflict: one screen for
-  memory and context heads). The pages' causal checks are not re-run here: the atlas says which heads each
+  memory and context heads; multiple choice: one `mcq.study`, the one its six pages read). The pages' causal checks are not re-run here: the atlas says which heads each
   screen picks, the family page says whether they carry the behaviour. They need a real model's vocabulary
   and are skipped on toys; a family whose gate fails lists no heads and says so.
 
-Families whose screens need the multiple-choice toys or the acronym task's attribution patching (constant,
-single letter, content gatherer, correct letter, amplification, correct, letter mover), the associative
-memories' toy, and the inhibition and backup families (which need path patching or knockouts) are not in it.
+Not in it: the correct head (its page screens layers by vocabulary projection, not heads), the letter mover
+(attribution patching on acronyms), the associative memories (a toy trained on the page), and the inhibition
+and backup families (path patching and knockouts of the heads other screens find).
 
 The run is kept in the results store (`helpers.store`) under the model, sizes and seed, so the atlas page and
 `make atlas` compute it once per code version.
@@ -61,7 +62,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from helpers import capture, heads, overlap, scores, store, tasks, toy
-from helpers.experiments import conflict, duplicate, induction, ioi, mover, previous_token, registry, yesno
+from helpers.experiments import conflict, duplicate, induction, ioi, mcq, mover, previous_token, registry, yesno
 from helpers.screens import Screen
 
 if TYPE_CHECKING:
@@ -155,7 +156,10 @@ def pattern_targets(probe: Probe) -> dict[str, tuple[str, Bool[Tensor, "b q k"],
 
 UNITS = {"previous_token": "share of attention", "duplicate": "share of attention",
          "induction": "share of attention", "memory": "logit", "context": "logit", "mover": "attention x logit",
-         "negative": "NAS", "name_mover": "logit", "negative_name_mover": "logit"}
+         "negative": "NAS", "name_mover": "logit", "negative_name_mover": "logit",
+         "constant": "entropy / log 4", "single_letter": "share of label attention",
+         "content_gatherer": "share of content attention", "correct_letter": "share of label attention",
+         "amplification": "logit"}
 
 
 @dataclass(frozen=True)
@@ -222,10 +226,24 @@ def negative_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskSc
     return {"negative": _gated("negative", found.scores, found.top(sizes.top_k), gate)}
 
 
+def mcq_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """The five multiple-choice families from one `mcq.study` (the one six pages read, from the results
+    store): each class's screen score and its heads, if the model answers with 4 or with 2 options."""
+    study = mcq.study(model, seed=seed)
+    passed = study.gate.passed or study.gate_two.passed
+    gate = f"{study.gate.summary()}; 2 options: {study.gate_two.summary()}"
+    if passed and not gate.startswith("PASS"):
+        gate = f"PASS (2 options): {gate}"
+    return {family: TaskScreen(family, study.signature.screen(family), study.signature.heads(family) if passed else [],
+                               gate)
+            for family in mcq.CLASSES}
+
+
 # The task families' screens, in registry order within each task; each runner shares its task's passes.
 TASK_SCREENS: tuple[Callable[..., dict[str, TaskScreen]], ...] = (
-    conflict_screens, negative_screens, mover_screens, ioi_screens)
-TASK_FAMILIES = ("memory", "context", "negative", "mover", "name_mover", "negative_name_mover")
+    conflict_screens, negative_screens, mcq_screens, mover_screens, ioi_screens)
+TASK_FAMILIES = ("memory", "context", "constant", "single_letter", "negative", "mover", "name_mover",
+                 "negative_name_mover", "content_gatherer", "correct_letter", "amplification")
 # Pairs that one score splits by sign: a head cannot be in both, so an overlap test must not count them.
 EXCLUSIVE_PAIRS = frozenset({frozenset({"memory", "context"}), frozenset({"name_mover", "negative_name_mover"})})
 
@@ -350,14 +368,17 @@ def run(model, *, sizes: Sizes = Sizes(), seed: int = 0, progress: bool = False,
 
     name = models.spec_of(model).name
     data = store.cached("atlas", lambda: _compute(model, sizes=sizes, seed=seed, progress=progress).to_json(),
-                        model=name, sizes=sizes, seed=seed, schema=SCHEMA_VERSION)
+                        model=name, weights=store.weights_digest(model), sizes=sizes, seed=seed,
+                        schema=SCHEMA_VERSION)
     return Atlas.from_json(data)
 
 
 # One colour per family on every atlas figure (colour-blind-safe pairs kept apart).
 FAMILY_COLORS = {"previous_token": "#8172b3", "duplicate": "#937860", "induction": "#da8bc3",
                  "memory": "#4c72b0", "context": "#dd8452", "negative": "#8c8c8c", "mover": "#64b5cd",
-                 "name_mover": "#55a868", "negative_name_mover": "#c44e52"}
+                 "name_mover": "#55a868", "negative_name_mover": "#c44e52", "constant": "#ccb974",
+                 "single_letter": "#a6761d", "content_gatherer": "#1b9e77", "correct_letter": "#e7298a",
+                 "amplification": "#666666"}
 
 
 def relative_depth(head: heads.Head, n_layers: int) -> float:
@@ -396,14 +417,16 @@ def transferability(atlases: Sequence[Atlas]):
 
 
 def head_scores(atlas: Atlas, shown: Sequence[heads.Head]):
-    """Each shown head's score in every screened family (a DataFrame), with the families it passes."""
+    """Each shown head's score in every family that picks some head of this model (a DataFrame), with the
+    families it passes."""
     import pandas as pd
 
     roles = atlas.roles
     rows = []
     for head in shown:
         row = {"head": heads.label(head)}
-        row |= {registry.by_key(key).name: round(float(screen.scores[head]), 2) for key, screen in atlas.screens.items()}
+        row |= {registry.by_key(key).name: round(float(screen.scores[head]), 2)
+                for key, screen in atlas.screens.items() if screen.passing}
         row["passes"] = ", ".join(registry.by_key(key).name for key in roles.get(head, [])) or "none"
         rows.append(row)
     return pd.DataFrame(rows).set_index("head")
@@ -420,10 +443,10 @@ def figure(atlases: Sequence[Atlas]):
     fig, axes = plt.subplots(1, len(atlases), figsize=(plots.COLUMN_INCHES, 0.2 * tallest + 2.8),
                              layout="constrained", squeeze=False,
                              gridspec_kw={"width_ratios": [atlas.n_heads + 3 for atlas in atlases]})
-    shown: list[str] = []
+    shown: list[str] = []  # families with a head in some model, in screen order
     for ax, atlas in zip(axes[0], atlases):
         plots.family_map(atlas.roles, atlas.n_layers, atlas.n_heads, colors=FAMILY_COLORS, title=atlas.model, ax=ax)
-        shown += [key for key in atlas.screens if key not in shown]
+        shown += [key for key, screen in atlas.screens.items() if screen.passing and key not in shown]
     fig.legend(handles=[Patch(color=FAMILY_COLORS[key], label=registry.by_key(key).name) for key in shown],
                loc="outside lower center", ncols=3)
     fig.suptitle("Heads each family's screen picks (a head in several families is striped)")

@@ -51,12 +51,10 @@ MODELS: dict[str, str] = {
 # Models whose heads get an entry with an anchor. Toy models are trained per page: a toy's L1H0 on one page
 # is not the same head as on another, so they are listed without anchors and without cross-page links.
 ANCHORED = ("smollm2-135m", "gemma3-270m", "gpt2-small")
-# Pages about every head rather than some: the atlas screens all of them, so naming each would list all.
-EXCLUDED_PAGES = ("head_atlas",)
-PAGES: tuple[str, ...] = tuple(
-    page for page in (*(family.page for family in registry.FAMILIES), *registry.CIRCUIT_PAGES)
-    if page not in EXCLUDED_PAGES
-)  # the book's order: the survey's stages, then the circuit page
+# The atlas page screens every head; only the heads its text names are indexed (its tables list the rest).
+PAGES: tuple[str, ...] = (
+    *(family.page for family in registry.FAMILIES), *registry.CIRCUIT_PAGES, *registry.ATLAS_PAGES
+)  # the book's order: the survey's stages, then the circuit page, then the atlas
 MAX_ROLE = 90  # characters; a role is a phrase, the page says the rest
 LABEL = re.compile(r"L\d+H\d+")
 LINKS_PREFIX = "Heads named on this page, in the {doc}`head index <../book/head_index>`:"
@@ -244,6 +242,11 @@ NAMINGS: tuple[Naming, ...] = (
     Naming(_SMOL, "L23H3", "ioi_circuit",
            "subject suppressor: with it, 14 heads recover over 0.85 of the logit difference"),
     Naming(_GEMMA, "L11H3", "ioi_circuit", "subject suppressor, also one of the S-inhibition heads"),
+    # head_atlas
+    Naming(_SMOL, "L23H1", "head_atlas", "picked by three screens in the atlas: context, mover, name mover"),
+    Naming(_GEMMA, "L12H1", "head_atlas", "picked by three screens in the atlas: context, mover, name mover"),
+    Naming(_SMOL, "L8H1", "head_atlas", "not a duplicate head on the atlas's far random repeats"),
+    *_named(_SMOL, "head_atlas", "duplicate head on the atlas's random repeats, not on its page", "L9H2", "L14H3"),
 )
 
 
