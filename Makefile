@@ -53,16 +53,24 @@ unit: venv
 	$(BIN)/python -m pytest -q tests
 
 # The notebooks run once: nbmake executes a copy of the book's sources in $(STAGE) and writes the
-# outputs into it (--overwrite), and the strict build renders those outputs instead of executing
-# every notebook a second time. The committed notebooks stay without outputs.
+# outputs into it (--overwrite), and both book builds (make book, the strict build of make test) render
+# those outputs instead of executing every notebook again. The committed notebooks stay without outputs.
+# $(EXECUTED) is stamped only when every page passed, and is redone when any input changes, so
+# `make book` then `make test` executes each notebook once.
 # Not under _build/: nbmake skips every notebook with a _build folder in its path.
 STAGE := _executed
-notebooks: venv models toys $(CIRCUITSVIS_BUNDLE)
+EXECUTED := $(STAGE)/.executed
+NOTEBOOK_INPUTS := $(shell find notebooks book src/helpers _static -type f -not -path '*/__pycache__/*' 2>/dev/null) \
+                   _config.yml _toc.yml requirements.txt pyproject.toml
+$(EXECUTED): $(NOTEBOOK_INPUTS) | venv models toys $(CIRCUITSVIS_BUNDLE)
 	rm -rf $(STAGE) && mkdir -p $(STAGE)
 	cp -r _config.yml _toc.yml book notebooks _static $(STAGE)/
 	sed -i 's/^  execute_notebooks: cache /  execute_notebooks: "off" /' $(STAGE)/_config.yml
 	grep -q 'execute_notebooks: "off"' $(STAGE)/_config.yml
 	$(BIN)/python -m pytest -q --durations=0 --nbmake --overwrite --nbmake-kernel=python3 --nbmake-timeout=600 $(STAGE)/notebooks
+	touch $@
+
+notebooks: $(EXECUTED)
 
 strict-book: notebooks
 	$(BIN)/jupyter-book build -W -n --keep-going --all $(STAGE) --path-output .
@@ -87,13 +95,10 @@ atlas: venv models
 
 test: unit notebooks kernels strict-book browser atlas
 
-# A page that fails to execute stops the build, and the last lines name it (never exit 0 with a broken page).
-book: venv models toys $(CIRCUITSVIS_BUNDLE)
-	@mkdir -p _build
-	@set -o pipefail; $(BIN)/jupyter-book build . 2>&1 | tee _build/book.log || { \
-	  echo; echo "make book FAILED. Pages that did not execute (full log: _build/book.log):"; \
-	  grep -o "ExecutionError: .*\.ipynb" _build/book.log | sed 's/^ExecutionError: /  /' | sort -u; \
-	  sed 's/\x1b\[[0-9;]*m//g' _build/book.log | grep -o "AssertionError: .*" | sed 's/^/  /' | sort -u | head -20; exit 1; }
+# The executed copy (see notebooks above) rendered into _build/html. A page that fails to execute stops
+# the build and nbmake's summary names it (never exit 0 with a broken page).
+book: $(EXECUTED)
+	$(BIN)/jupyter-book build --all $(STAGE) --path-output .
 
 benchmarks: venv models
 	$(BIN)/python benchmarks/run_all.py
