@@ -146,3 +146,22 @@ def test_stdlib_prose_is_paragraphs_of_english_without_doctests():
     for common in ("the", "of", "and", "is"):  # function words: prose, not code or tables
         assert words.count(common) >= 100, common
     assert tasks.stdlib_prose() is prose  # cached: built once per process
+
+
+def test_reference_prose_is_a_second_corpus_sharing_no_paragraph_with_the_docstrings():
+    reference, docstrings = tasks.reference_prose(), tasks.stdlib_prose()
+    paragraphs = reference.split("\n\n")
+    assert len(reference) > 100_000 and len(paragraphs) > 300
+    assert not set(paragraphs) & set(docstrings.split("\n\n"))
+    assert all(len(p.split()) >= 12 and ">>>" not in p for p in paragraphs)
+
+
+def test_natural_text_reads_the_corpus_it_is_asked_for(smollm2):
+    held = tasks.natural_text(smollm2, batch=2, length=8, seed=0, corpus="reference")
+    main = tasks.natural_text(smollm2, batch=2, length=8, seed=0)
+    assert "language reference" in held.info["corpus"] and not torch.equal(held.tokens, main.tokens)
+    stream = smollm2.tokenizer.encode(tasks.reference_prose(), add_special_tokens=False)
+    first = held.tokens[0].tolist()
+    assert any(stream[i:i + 8] == first for i in range(len(stream) - 8))  # a window of the reference corpus
+    with pytest.raises(ValueError, match="unknown corpus 'wikipedia'"):
+        tasks.natural_text(smollm2, batch=2, length=8, seed=0, corpus="wikipedia")

@@ -183,6 +183,19 @@ STDLIB_DOC_MODULES = (
 )
 
 
+def _prose_paragraphs(documents: list[str]) -> str:
+    """The paragraphs of `documents` that read as prose: at least 12 words, at least 93 % letters and plain
+    punctuation, no doctest prompts (code, tables and grammar rules are dropped), de-duplicated in order."""
+    paragraphs = []
+    for doc in documents:
+        for paragraph in doc.split("\n\n"):
+            text = " ".join(paragraph.split())
+            letters = sum(ch.isalpha() or ch in " ,.;'" for ch in text)
+            if len(text.split()) >= 12 and letters >= 0.93 * len(text) and ">>>" not in text:
+                paragraphs.append(text)
+    return "\n\n".join(dict.fromkeys(paragraphs))
+
+
 @lru_cache(maxsize=1)
 def stdlib_prose() -> str:
     """Paragraphs of plain prose from standard-library docstrings (module, class and function docs).
@@ -193,31 +206,46 @@ def stdlib_prose() -> str:
     import importlib
     import inspect
 
-    paragraphs = []
+    docs = []
     for name in STDLIB_DOC_MODULES:
         module = importlib.import_module(name)
-        docs = [inspect.getdoc(module) or ""]
+        docs.append(inspect.getdoc(module) or "")
         docs += [inspect.getdoc(obj) or "" for _, obj in sorted(vars(module).items())
                  if (inspect.isclass(obj) or inspect.isfunction(obj)) and getattr(obj, "__module__", "") == name]
-        for doc in docs:
-            for paragraph in doc.split("\n\n"):
-                text = " ".join(paragraph.split())
-                letters = sum(ch.isalpha() or ch in " ,.;'" for ch in text)
-                if len(text.split()) >= 12 and letters >= 0.93 * len(text) and ">>>" not in text:
-                    paragraphs.append(text)
-    return "\n\n".join(dict.fromkeys(paragraphs))  # de-duplicated, order kept
+    return _prose_paragraphs(docs)
+
+
+@lru_cache(maxsize=1)
+def reference_prose() -> str:
+    """Paragraphs of plain prose from the Python language reference that ships with Python
+    (``pydoc_data.topics``: the help pages of statements and data model topics), filtered as
+    `stdlib_prose`. Other authors and another register than the docstrings: the held-out text family, so
+    the few paragraphs the two share are left out here."""
+    from pydoc_data.topics import topics
+
+    seen = set(stdlib_prose().split("\n\n"))
+    kept = [p for p in _prose_paragraphs([topics[name] for name in sorted(topics)]).split("\n\n") if p not in seen]
+    return "\n\n".join(kept)
+
+
+CORPORA = {"docstrings": (stdlib_prose, "Python standard-library docstrings"),
+           "reference": (reference_prose, "the Python language reference (pydoc_data.topics)")}
 
 
 @lru_cache(maxsize=8)
-def _encoded_prose(tokenizer) -> Int[Tensor, "n"]:
+def _encoded_prose(tokenizer, corpus: str = "docstrings") -> Int[Tensor, "n"]:
     # encoding the ~200k-character corpus takes ~0.15 s; a page cuts windows from it several times
-    return torch.tensor(tokenizer.encode(stdlib_prose(), add_special_tokens=False))
+    return torch.tensor(tokenizer.encode(CORPORA[corpus][0](), add_special_tokens=False))
 
 
-def natural_text(model: TransformerBridge, *, batch: int, length: int, seed: int) -> TaskBatch:
-    """Windows of `length` tokens cut at random from `stdlib_prose` (after BOS if the model uses one)."""
+def natural_text(model: TransformerBridge, *, batch: int, length: int, seed: int,
+                 corpus: str = "docstrings") -> TaskBatch:
+    """Windows of `length` tokens cut at random from a prose corpus (after BOS if the model uses one):
+    ``"docstrings"`` (`stdlib_prose`, what screens read) or ``"reference"`` (`reference_prose`, held out)."""
     _check_sizes(batch=batch, length=length)
-    stream = _encoded_prose(model.tokenizer)
+    if corpus not in CORPORA:
+        raise ValueError(f"unknown corpus {corpus!r}; the book ships {sorted(CORPORA)}")
+    stream = _encoded_prose(model.tokenizer, corpus)
     if len(stream) < length + 1:
         raise ValueError(f"the corpus has {len(stream)} tokens, too few for windows of {length}")
     generator = torch.Generator().manual_seed(seed)
@@ -225,7 +253,7 @@ def natural_text(model: TransformerBridge, *, batch: int, length: int, seed: int
     body = torch.stack([stream[start:start + length] for start in starts.tolist()])
     tokens = torch.cat([bos_column(model, batch), body], dim=1)
     return TaskBatch(name="natural_text", tokens=tokens, prompts=joined_text(model, tokens),
-                     info={"length": length, "seed": seed, "corpus": "Python standard-library docstrings"})
+                     info={"length": length, "seed": seed, "corpus": CORPORA[corpus][1]})
 
 
 def joined_text(model: TransformerBridge, tokens: Tensor) -> tuple[str, ...]:
