@@ -39,6 +39,7 @@ def main() -> None:
         ["ablation.py"] + (["--full"] if args.full_ablation else []),
         ["patching.py"],
         ["atlas.py"],
+        ["store.py"],
     ]
     print(f"Benchmarks for DESIGN.md §7, {datetime.datetime.now().isoformat(timespec='seconds')}")
     print(f"load average at start: {load_average()}")
