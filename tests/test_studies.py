@@ -31,6 +31,11 @@ SMALL = {  # module -> sizes small enough for a tiny model (seconds, not minutes
     "yesno": dict(gate_pairs_per_kind=2, screen_pairs_per_kind=1, ablation_pairs_per_kind=1, top_k=2, n_random=2),
     "mcq": dict(questions=8),
     "recall": dict(prompts=4, pairs=2, length=12),
+    "positional": dict(gate_windows=6, gate_len=8, screen_prompts=2, screen_len=10, ablation_prompts=2,
+                       ablation_len=8, top_k=2, n_random=2, heldout_prompts=2, heldout_draws=2),
+    "subwords": dict(gate_windows=4, screen_windows=4, window_len=48, heldout_windows=4),
+    "syntax": dict(gate_prompts=6, screen_prompts=3, screen_len=24, heldout_prompts=3, ablation_prompts=4, top_k=2,
+                   n_random=3, n_boot=50),
 }
 
 

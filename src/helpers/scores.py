@@ -181,6 +181,68 @@ def family_scores(
 
 
 # --------------------------------------------------------------------------------------------------
+# Where a head's strongest attention falls: the positional-head histogram (Voita et al. 2019).
+
+
+def argmax_bin_names(max_offset: int) -> list[str]:
+    """Names of the bins of `argmax_offset_shares`, in order: ``offset 0 (itself)``, ``offset 1``, ...,
+    ``offset {max_offset}``, ``first position``, ``elsewhere``."""
+    if isinstance(max_offset, bool) or not isinstance(max_offset, int) or max_offset < 1:
+        raise ValueError(f"max_offset must be an integer >= 1 (offset 1 = the previous token); got {max_offset!r}")
+    return ["offset 0 (itself)", *(f"offset {d}" for d in range(1, max_offset + 1)), "first position", "elsewhere"]
+
+
+def argmax_offset_shares(
+    patterns: Float[Tensor, "layer batch head query key"], *, first_query: int, max_offset: int
+) -> Float[Tensor, "layer head bin"]:
+    """Where each head's strongest attention falls: the share of queries in each relative-offset bin.
+
+    Voita et al. (2019) called a head *positional* when its maximum attention falls on one fixed relative
+    position in most cases. For every counted query q this takes the key k* the head attends to most
+    (argmax over keys; a tie goes to the earliest key, torch's rule) and puts the query in one bin:
+
+    - bins ``0 .. max_offset``: the offset ``q - k*`` (0 = the query itself, 1 = the previous token, ...);
+    - bin ``max_offset + 1``: the first position (k* = 0): BOS when the model prepends one, else the first
+      token, which models without BOS use as a resting place (an attention sink);
+    - bin ``max_offset + 2``: anywhere else (further back than `max_offset`, not position 0; also a key
+      after the query, which a causal pattern cannot have).
+
+    Only queries ``q >= first_query`` count, and `first_query` must exceed `max_offset`: for an earlier query
+    the key ``q - d`` of some offset bin d <= max_offset would be position 0, and that offset bin and the
+    first-position bin would name the same key. `argmax_bin_names` names the bins.
+
+    Returns:
+        ``[layer, head, max_offset + 3]`` shares, averaged over batch and counted queries; each head's bins
+        sum to 1. A head that always attends to its previous token has 1.0 in bin 1.
+
+    Raises:
+        ValueError: if `patterns` is not ``[layer, batch, head, query, key]`` with query == key, if
+            ``max_offset < 1``, or if `first_query` is not in ``[max_offset + 1, query)``.
+
+    Example:
+        >>> previous = torch.eye(6).roll(-1, dims=1).tril()       # query q attends to q - 1 (q >= 1)
+        >>> argmax_offset_shares(previous.expand(1, 1, 1, 6, 6), first_query=3, max_offset=2)[0, 0]
+        tensor([0., 1., 0., 0., 0.])
+    """
+    names = argmax_bin_names(max_offset)  # validates max_offset
+    if patterns.ndim != 5 or patterns.shape[-1] != patterns.shape[-2]:
+        raise ValueError(f"patterns must be [layer, batch, head, query, key] with as many keys as queries; got "
+                         f"{patterns.ndim} dims {tuple(patterns.shape)}")
+    seq_len = patterns.shape[-1]
+    if isinstance(first_query, bool) or not isinstance(first_query, int) or not max_offset < first_query < seq_len:
+        raise ValueError(f"first_query must lie in [{max_offset + 1}, {seq_len}) so that no offset bin up to "
+                         f"max_offset = {max_offset} lands on position 0 and at least one query counts; got "
+                         f"{first_query!r}. Use longer sequences or a smaller max_offset")
+    strongest = patterns[..., first_query:, :].argmax(dim=-1)  # [layer, batch, head, query >= first_query]
+    offset = torch.arange(first_query, seq_len) - strongest
+    first, elsewhere = max_offset + 1, max_offset + 2
+    bins = torch.where((offset >= 0) & (offset <= max_offset), offset, torch.full_like(offset, elsewhere))
+    bins = torch.where(strongest == 0, torch.full_like(bins, first), bins)  # never an offset bin: q > max_offset
+    counts = torch.nn.functional.one_hot(bins, len(names)).to(torch.float32)  # [layer, batch, head, query, bin]
+    return counts.mean(dim=(1, 3))
+
+
+# --------------------------------------------------------------------------------------------------
 # Behaviour metrics: pure functions of logits, one number per prompt (used by gates and ablations).
 
 

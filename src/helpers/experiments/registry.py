@@ -24,9 +24,12 @@ from helpers.experiments import (
     mcq,
     mover,
     name_movers,
+    positional,
     previous_token,
     recall,
     self_repair,
+    subwords,
+    syntax,
     yesno,
 )
 from helpers.heads import Head
@@ -103,10 +106,30 @@ FAMILIES: tuple[Family, ...] = (
            ("olsson2022induction", "nanda2023factfinding"), "attention-pattern score, mean ablation",
            previous_token, "share of attention from each query to the key just before it (lower of two texts)",
            _previous_token_rule(), "previous_token"),
+    Family("positional", "Positional head", "In-Context Identification", "positional_heads",
+           ("voita2019analyzing", "raganato2018analysis", "ferrando2024information"),
+           "argmax-offset histogram on random tokens and prose, mean ablation against random heads", positional,
+           "share of queries whose strongest key lies in one fixed bin (offset 0-3 back or the first position), "
+           "lower of random tokens and prose",
+           f"the same fixed bin holds >= {positional.THRESHOLD:.0%} of the argmax choices on random tokens and on "
+           "prose; the top three offset heads' mean ablation against 20 draws of three from all heads"),
     Family("duplicate", "Duplicate head", "In-Context Identification", "duplicate_heads", ("wang2023ioi",),
            "attention S2 -> S1 on IOI prompts and on planted repeats, mean ablation", duplicate,
            "attention from a repeated token to its first occurrence (lower of the two prompt kinds)",
            f"score >= {duplicate.THRESHOLD} and >= twice the head's own control score", "duplicate_token"),
+    Family("subword_merge", "Subword merge head", "In-Context Identification", "subword_merge_heads",
+           ("correia2019adaptively", "ferrando2024information"),
+           "attention-pattern score against an offset-matched control, mean ablation vs random heads, held-out corpus",
+           subwords, "attention from the last piece of each word of 3+ pieces to its first piece, minus attention at "
+           "the same offset to an earlier word's first piece",
+           f"score >= {subwords.THRESHOLD} and the lower end of the bootstrap 95 % interval over words above 0"),
+    Family("syntactic", "Syntactic head", "In-Context Identification", "syntactic_heads",
+           ("voita2019analyzing", "chen2024sudden"),
+           "argmax attention on templated dependency arcs against a positional baseline, mean ablation of the top "
+           "nsubj heads on subject-verb agreement against random heads, held-out relative clauses", syntax,
+           "share of arcs (nsubj, dobj, det, amod) whose strongest attention from the dependent lands on its partner",
+           f"accuracy >= the relation's positional baseline + {syntax.MARGIN} and the lower end of the 95 % "
+           "bootstrap interval over prompts of the advantage above 0"),
     Family("name_mover", "Name mover head", "In-Context Identification", "name_mover_heads", ("wang2023ioi",),
            "direct logit attribution, attention from END, OV copying score, path patching", name_movers,
            "DLA at END on logit(IO) - logit(S)",
