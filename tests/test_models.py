@@ -131,6 +131,17 @@ def test_gpt2_code_path_runs_offline_on_a_local_random_model(tiny_gpt2):
     assert patterns.shape == (2, 1, 4, tokens.shape[1], tokens.shape[1])
 
 
+@pytest.mark.parametrize("fixture", ["tiny_gpt2", "tiny_llama_gqa", "tiny_smol"])
+def test_patterns_from_the_stopped_pass_equal_a_full_cached_pass(request, fixture):
+    """capture_patterns stops at the last layer's pattern; what it returns must be what a full pass caches."""
+    model = request.getfixturevalue(fixture)
+    tokens = model.to_tokens("a b c d e f")
+    names = {capture.pattern_hook(layer) for layer in range(model.cfg.n_layers)}
+    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
+    full = torch.stack([cache[capture.pattern_hook(layer)] for layer in range(model.cfg.n_layers)]).float().cpu()
+    assert torch.equal(capture.capture_patterns(model, tokens), full)
+
+
 def test_gqa_patterns_are_per_query_head(tiny_llama_gqa):
     tokens = tiny_llama_gqa.to_tokens("a b c d e")
     patterns = capture.capture_patterns(tiny_llama_gqa, tokens)

@@ -49,11 +49,20 @@ def check_tokens(model: TransformerBridge, tokens: Tensor) -> None:
 def capture_patterns(
     model: TransformerBridge, tokens: Int[Tensor, "batch pos"]
 ) -> Float[Tensor, "layer batch head query key"]:
-    """Attention probabilities of every head, from one forward pass that caches only the patterns."""
+    """Attention probabilities of every head, from one forward pass that keeps only the patterns and stops at
+    the last layer's (no final norm, no unembedding: Gemma's 262k-column unembedding was most of the cost)."""
     check_tokens(model, tokens)
-    names = {pattern_hook(layer) for layer in range(model.cfg.n_layers)}
-    _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=lambda name: name in names)
-    return torch.stack([cache[pattern_hook(layer)] for layer in range(model.cfg.n_layers)]).float().cpu()
+    kept: dict[int, Tensor] = {}
+
+    def keep(layer: int):
+        def hook(activation: Tensor, hook=None) -> None:
+            kept[layer] = activation.detach()
+        return hook
+
+    n_layers = model.cfg.n_layers
+    run_until(model, tokens, [(pattern_hook(layer), keep(layer)) for layer in range(n_layers)],
+              stop_at=pattern_hook(n_layers - 1))
+    return torch.stack([kept[layer] for layer in range(n_layers)]).float().cpu()
 
 
 @torch.no_grad()
