@@ -71,3 +71,26 @@ def test_last_position_only_gives_the_same_metric(tiny_gpt2):
     last = interventions.ablated_metric(tiny_gpt2, tokens, sets, last_logit, mode="mean", means=means,
                                         last_position_only=True)
     torch.testing.assert_close(last, full, atol=1e-5, rtol=1e-5)
+
+
+def test_a_few_answer_columns_give_the_full_vocabulary_logit_difference(tiny_gpt2):
+    tokens = torch.randint(3, 40, (3, 6), generator=torch.Generator().manual_seed(6))
+    answers, wrong = torch.tensor([7, 9, 7]), torch.tensor([11, 7, 2])
+    means = capture.mean_head_outputs(tiny_gpt2, tokens)
+
+    def full_difference(logits, toks):
+        prompt = torch.arange(len(toks)) % len(answers)
+        return logits[torch.arange(len(toks)), -1, answers[prompt]] - logits[torch.arange(len(toks)), -1, wrong[prompt]]
+
+    sets = [[], [(0, 1)], [(1, 0), (0, 0)]]
+    ids, metric = interventions.logit_difference_metric(answers, wrong)
+    assert ids.tolist() == [2, 7, 9, 11]
+    few = interventions.ablated_metric(tiny_gpt2, tokens, sets, metric, mode="mean", means=means,
+                                       last_position_only=True, ids=ids, max_rows=4)  # two passes, rows wrap
+    full = interventions.ablated_metric(tiny_gpt2, tokens, sets, full_difference, mode="mean", means=means)
+    torch.testing.assert_close(few, full, atol=1e-5, rtol=1e-5)
+
+
+def test_logit_difference_metric_needs_one_answer_and_one_competitor_per_prompt():
+    with pytest.raises(ValueError, match="one id per prompt"):
+        interventions.logit_difference_metric(torch.tensor([1, 2]), torch.tensor([3]))

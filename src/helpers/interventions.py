@@ -66,6 +66,7 @@ def ablated_metric(
     max_rows: int | None = None,
     last_position_only: bool = False,
     positions: slice | None = None,
+    ids: Int[Tensor, "n"] | None = None,
 ) -> Float[Tensor, "set batch"]:
     """`metric` on every prompt with each head set ablated in turn.
 
@@ -83,6 +84,9 @@ def ablated_metric(
         positions: unembed only these positions (a slice), so `metric` receives logits
             ``[rows, len(positions), vocab]``: e.g. the positions that predict a repeated half.
             ``last_position_only`` is ``positions=slice(-1, None)``.
+        ids: unembed only these token columns, so `metric` receives logits ``[rows, span, len(ids)]``
+            (column i is token ``ids[i]``): a logit difference needs two columns, not Gemma's 262k.
+            `logit_difference_metric` gives the ids and the metric for per-prompt answers.
 
     Returns:
         ``[set, batch]`` metric values.
@@ -101,6 +105,8 @@ def ablated_metric(
     batch, seq_len = tokens.shape
     if last_position_only:
         positions = slice(seq_len - 1, seq_len)
+    if ids is not None and positions is None:
+        positions = slice(None)
     span = seq_len if positions is None else len(range(seq_len)[positions])
     if span < 1:
         raise ValueError(f"positions {positions} select no position of a sequence of {seq_len}")
@@ -118,12 +124,34 @@ def ablated_metric(
         device_tokens = repeated.to(model.cfg.device)
         if positions is not None:
             final = final_at(model, device_tokens, position=positions, fwd_hooks=hooks)  # [rows, span, d_model]
-            logits = readout.logits(model, final).to(model.cfg.device)
+            logits = readout.logits(model, final, ids).to(model.cfg.device)
         else:
             logits = model.run_with_hooks(device_tokens, fwd_hooks=hooks) if hooks else model(device_tokens)
         values = metric(logits, device_tokens).float().cpu()
         results.append(values.reshape(len(chunk), batch))
     return torch.cat(results)
+
+
+def logit_difference_metric(answers: Int[Tensor, "batch"], wrong: Int[Tensor, "batch"]
+                            ) -> tuple[Int[Tensor, "n"], Metric]:
+    """The columns to unembed and the metric for ``ablated_metric(..., last_position_only=True, ids=ids)``:
+    ``logit[answer] - logit[wrong]`` at the last position, per prompt.
+
+    `ablated_metric` stacks the prompts once per head set, so row r of a pass is prompt ``r % batch``.
+    """
+    if answers.shape != wrong.shape or answers.ndim != 1:
+        raise ValueError(f"answers and wrong must be one id per prompt; got {tuple(answers.shape)} and "
+                         f"{tuple(wrong.shape)}")
+    ids = torch.unique(torch.cat([answers, wrong]))
+    answer_column, wrong_column = torch.searchsorted(ids, answers), torch.searchsorted(ids, wrong)
+
+    def metric(logits: Float[Tensor, "row 1 n"], tokens: Int[Tensor, "row pos"]) -> Float[Tensor, "row"]:
+        rows = torch.arange(len(tokens), device=logits.device)
+        prompt = (rows % len(answers)).cpu()
+        last = logits[:, -1]
+        return last[rows, answer_column[prompt].to(logits.device)] - last[rows, wrong_column[prompt].to(logits.device)]
+
+    return ids, metric
 
 
 def per_head_effects(

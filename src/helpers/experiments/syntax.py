@@ -465,14 +465,9 @@ def agreement_ablation(model: TransformerBridge, found: Sequence[Head], *, promp
     means = capture.mean_head_outputs(model, torch.cat([reference.tokens, reference.corrupted]), per_position=True)
     draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(found), n_random, seed=seed)
 
-    def logit_difference(head_set: Sequence[Head]) -> Tensor:  # [prompt]
-        hooks = interventions.ablation_hooks(model, head_set, means=means) if head_set else []
-        final = capture.final_at(model, batch.tokens, fwd_hooks=hooks)
-        return readout.logit_difference(model, final, batch.answers, batch.wrong)
-
-    # One pass per set, each stopped at the final norm: two unembedding columns per prompt instead of Gemma's
-    # 262k (the batched `interventions.ablated_metric` unembeds every column, 4 s a call on Gemma's CPU run).
-    values = torch.stack([logit_difference(head_set) for head_set in [[], found, *draws]])  # [set, prompt]
+    ids, logit_difference = interventions.logit_difference_metric(batch.answers, batch.wrong)
+    values = interventions.ablated_metric(model, batch.tokens, [[], found, *draws], logit_difference, mode="mean",
+                                          means=means, last_position_only=True, ids=ids)  # [set, prompt]
     return controls.check_from_values(values, found, metric_name="agreement logit difference", mode="mean-ablated",
                                       null=f"{len(found)} heads drawn from all heads", seed=seed,
                                       larger_is_stronger=False)
