@@ -91,6 +91,29 @@ def test_a_few_answer_columns_give_the_full_vocabulary_logit_difference(tiny_gpt
     torch.testing.assert_close(few, full, atol=1e-5, rtol=1e-5)
 
 
+def test_per_prompt_positions_read_the_same_logits_as_the_full_pass(tiny_gpt2):
+    tokens = torch.randint(3, 40, (3, 8), generator=torch.Generator().manual_seed(7))
+    at = torch.tensor([[1, 2], [4, 5], [6, 7]])  # each prompt's own positions, far apart across prompts
+    means = capture.mean_head_outputs(tiny_gpt2, tokens)
+
+    def picked_logits(columns):
+        def metric(logits, toks):
+            prompt = torch.arange(len(toks)) % len(at)
+            rows = logits if columns is None else logits[torch.arange(len(toks))[:, None], at[prompt]]
+            return rows[..., 7].sum(-1) - rows[..., 11].sum(-1)
+        return metric
+
+    sets = [[], [(0, 1)], [(1, 0), (0, 0)]]
+    few = interventions.ablated_metric(tiny_gpt2, tokens, sets, picked_logits(None), mode="mean", means=means,
+                                       at=at, max_rows=4)  # one head set per pass
+    full = interventions.ablated_metric(tiny_gpt2, tokens, sets, picked_logits(at), mode="mean", means=means)
+    torch.testing.assert_close(few, full, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="one of"):
+        interventions.ablated_metric(tiny_gpt2, tokens, sets, picked_logits(None), at=at, last_position_only=True)
+    with pytest.raises(ValueError, match="outside"):
+        interventions.ablated_metric(tiny_gpt2, tokens, sets, picked_logits(None), at=at + 1)
+
+
 def test_logit_difference_metric_needs_one_answer_and_one_competitor_per_prompt():
     with pytest.raises(ValueError, match="one id per prompt"):
         interventions.logit_difference_metric(torch.tensor([1, 2]), torch.tensor([3]))

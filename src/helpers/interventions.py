@@ -67,6 +67,7 @@ def ablated_metric(
     last_position_only: bool = False,
     positions: slice | None = None,
     ids: Int[Tensor, "n"] | None = None,
+    at: Int[Tensor, "batch k"] | None = None,
 ) -> Float[Tensor, "set batch"]:
     """`metric` on every prompt with each head set ablated in turn.
 
@@ -87,6 +88,10 @@ def ablated_metric(
         ids: unembed only these token columns, so `metric` receives logits ``[rows, span, len(ids)]``
             (column i is token ``ids[i]``): a logit difference needs two columns, not Gemma's 262k.
             `logit_difference_metric` gives the ids and the metric for per-prompt answers.
+        at: unembed only these positions of each prompt, ``[batch, k]`` (prompt b's row in every head set
+            reads ``at[b]``), so `metric` receives logits ``[rows, k, vocab]``: for spans that sit at a
+            different place in each right-padded prompt, where one slice covering all of them would unembed
+            many positions no prompt needs.
 
     Returns:
         ``[set, batch]`` metric values.
@@ -98,16 +103,24 @@ def ablated_metric(
         raise ValueError("mode='mean' needs `means`; compute them with helpers.capture.mean_head_outputs")
     if len(head_sets) == 0:
         raise ValueError("head_sets is empty; pass [[]] to measure the clean model")
-    if last_position_only and positions is not None:
-        raise ValueError("pass last_position_only or positions, not both")
+    if sum((last_position_only, positions is not None, at is not None)) > 1:
+        raise ValueError("pass one of last_position_only, positions and at")
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     masks = heads.masks(head_sets, n_layers, n_heads)
     batch, seq_len = tokens.shape
+    if at is not None:
+        if at.ndim != 2 or at.shape[0] != batch or at.shape[1] < 1:
+            raise ValueError(f"at must be [batch={batch}, k >= 1] positions; got {tuple(at.shape)}")
+        if int(at.min()) < 0 or int(at.max()) >= seq_len:
+            raise ValueError(f"at holds positions outside [0, {seq_len}): {int(at.min())}..{int(at.max())}")
+        positions = slice(int(at.min()), int(at.max()) + 1)
     if last_position_only:
         positions = slice(seq_len - 1, seq_len)
     if ids is not None and positions is None:
         positions = slice(None)
     span = seq_len if positions is None else len(range(seq_len)[positions])
+    if at is not None:
+        span = at.shape[1]
     if span < 1:
         raise ValueError(f"positions {positions} select no position of a sequence of {seq_len}")
     rows = max(max_rows or rows_per_chunk(model, span), 1)
@@ -124,6 +137,9 @@ def ablated_metric(
         device_tokens = repeated.to(model.cfg.device)
         if positions is not None:
             final = final_at(model, device_tokens, position=positions, fwd_hooks=hooks)  # [rows, span, d_model]
+            if at is not None:  # keep each row's own positions: [rows, k, d_model]
+                index = (at - positions.start).repeat(len(chunk), 1).to(final.device)
+                final = final.gather(1, index[:, :, None].expand(-1, -1, final.shape[-1]))
             logits = readout.logits(model, final, ids).to(model.cfg.device)
         else:
             logits = model.run_with_hooks(device_tokens, fwd_hooks=hooks) if hooks else model(device_tokens)
