@@ -90,7 +90,9 @@ def test_every_shared_experiment_page_is_linked_from_the_pages_that_read_it():
 
 
 # Lines every page carries on purpose: how the exercises work, their header, the assert cells' note.
-BOILERPLATE = ("Each exercise with code has a cell", "**Difficulty**", "The cells below check", "The cell below checks")
+# The head-index paragraph is generated from head_index.NAMINGS: two pages naming the same heads share it.
+BOILERPLATE = ("Each exercise with code has a cell", "**Difficulty**", "The cells below check", "The cell below checks",
+               "Heads named on this page, in the {doc}`head index")
 MIN_PARAGRAPH = 100  # characters; shorter repeats are captions' stock phrases, headings and links
 
 

@@ -36,8 +36,17 @@ SMALL = {  # module -> sizes small enough for a tiny model (seconds, not minutes
     "subwords": dict(gate_windows=4, screen_windows=4, window_len=48, heldout_windows=4),
     "syntax": dict(gate_prompts=6, screen_prompts=3, screen_len=24, heldout_prompts=3, ablation_prompts=4, top_k=2,
                    n_random=3, n_boot=50),
+    "rare_words": dict(sentences=12, ablation_prompts=4, top_k=2, n_random=2, mean_windows=2, mean_len=12,
+                       heldout_windows=4, heldout_len=16, n_boot=50),
+    "retrieval": dict(screen_prompts=3, control_prompts=2, length=40, top_k=2, ablation_prompts=2, n_random=2,
+                      heldout_prompts=2, heldout_draws=1, induction_prompts=2, induction_half_len=5),
+    "global_retrieval": dict(screen_prompts=3, control_prompts=2, length=40, prompts=2, global_counts=(0, 2),
+                             n_random=2),
+    "sentiment": dict(gate_pairs=2, direction_pairs=2, screen_pairs=2, neutral_prompts=2, random_directions=5,
+                      top_k=2, check_pairs=1, n_random=2, ablation_directions=2, heldout_pairs=2, heldout_draws=2),
+    "semantic_induction": dict(n_permutations=9, top_k=2, n_random=2, ablation_pairs=2, heldout_draws=2, max_pairs=6),
+    "fact_sources": dict(facts_per_relation=2, ablation_facts=4, top_k=2, n_random=2),
 }
-
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))

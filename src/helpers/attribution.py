@@ -108,3 +108,79 @@ def attribution_from_read(model: TransformerBridge, run: EndRead, answers: Int[T
     _check_answers(answers, wrong, run.final.shape[0], model.cfg.d_vocab)
     read = final_read(model, answer_directions(model, answers, wrong))  # [batch, d_model]
     return torch.einsum("lbhm,bm->lhb", head_outputs_from_read(model, run), read)
+
+
+# --------------------------------------------------------------------------------------------------
+# Direct logit attribution split by source position (Chughtai et al. 2024, "Summing up the facts")
+
+
+def value_hook(layer: int) -> str:
+    """Values of one layer, ``[batch, pos, kv_head, d_head]`` (shared by query heads under GQA)."""
+    return f"blocks.{layer}.attn.hook_v"
+
+
+@torch.no_grad()
+def read_end_with_values(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], *, position: int = -1
+                         ) -> tuple[EndRead, list[Float[Tensor, "batch pos kv_head d_head"]]]:
+    """`capture.read_end` plus every layer's values at every position, from the same stopped pass.
+
+    A head's output at END is ``sum_j A[END, j] v_j W_O``; the values ``v_j`` are what the source split needs
+    besides the attention row that `read_end` already keeps.
+    """
+    check_tokens(model, tokens)
+    kept: dict[int, Tensor] = {}
+
+    def keep(layer: int):
+        def hook(activation: Tensor, hook=None) -> None:
+            kept[layer] = activation.detach().float().cpu()
+        return hook
+
+    run = read_end(model, tokens, position=position,
+                   fwd_hooks=[(value_hook(layer), keep(layer)) for layer in range(model.cfg.n_layers)])
+    return run, [kept[layer] for layer in range(model.cfg.n_layers)]
+
+
+def source_attribution_from_values(model: TransformerBridge, run: EndRead,
+                                   values: list[Float[Tensor, "batch pos kv_head d_head"]],
+                                   directions: Float[Tensor, "batch d_model"]
+                                   ) -> Float[Tensor, "layer head batch key"]:
+    """Each head's direct effect on a logit direction at END, split by the key position it reads from.
+
+    Entry ``[l, h, b, j]`` is ``A[END, j] * (v_j W_O)`` of head (l, h) on prompt b, read through the same
+    frozen norm scales as `attribution_from_read` (Gemma's post-attention norm, then the final norm), so
+    summing over ``key`` gives that function's per-head value exactly (up to float error).
+
+    Args:
+        run: the pass read by `read_end_with_values` (or `capture.read_end` with the same values).
+        values: per layer ``[batch, pos, kv_head, d_head]``; query head h reads KV head ``h // group``.
+        directions: residual directions after the final norm, e.g. `answer_directions` or
+            ``W_U[:, answer] - mean of W_U[:, other answers]``; the final norm's gain is folded in here.
+    """
+    batch = run.final.shape[0]
+    if directions.ndim != 2 or directions.shape != (batch, model.cfg.d_model):
+        raise ValueError(f"directions must be [batch, d_model] = ({batch}, {model.cfg.d_model}); "
+                         f"got {tuple(directions.shape)}")
+    if len(values) != model.cfg.n_layers:
+        raise ValueError(f"values must hold one tensor per layer ({model.cfg.n_layers}); got {len(values)}")
+    read = final_read(model, directions.float().cpu()) / run.final_scale  # [batch, d_model]
+    w_o = model.W_O.float().cpu()  # [layer, head, d_head, d_model], read once (the bridge stacks on access)
+    n_heads = model.cfg.n_heads
+    out = []
+    for layer in range(model.cfg.n_layers):
+        layer_read = read
+        if run.post_scale is not None:  # Gemma: post-attention norm with its own frozen scale
+            gain = norm_gain(model.blocks[layer].ln1_post, model.cfg.d_model)
+            layer_read = read * gain / run.post_scale[layer][:, None]
+        per_head = torch.einsum("hdm,bm->bhd", w_o[layer], layer_read)  # what each head's z is read as
+        v = values[layer].repeat_interleave(n_heads // values[layer].shape[2], dim=2)  # [batch, pos, head, d_head]
+        scalar = torch.einsum("bkhd,bhd->bhk", v, per_head)  # v_j W_O read along the direction
+        out.append(run.attention[layer] * scalar)  # [batch, head, key]
+    return torch.stack(out).permute(0, 2, 1, 3)  # [layer, head, batch, key]
+
+
+def head_source_attribution(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
+                            directions: Float[Tensor, "batch d_model"], *, position: int = -1
+                            ) -> Float[Tensor, "layer head batch key"]:
+    """`source_attribution_from_values` from one stopped pass over `tokens`."""
+    run, values = read_end_with_values(model, tokens, position=position)
+    return source_attribution_from_values(model, run, values, directions)

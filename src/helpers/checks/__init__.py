@@ -15,9 +15,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from helpers.checks import atlas, ioi, mcq, mcq_answers, patterns, positional, recall, subwords, syntax
+from helpers.checks import (
+    atlas,
+    fact_sources,
+    ioi,
+    mcq,
+    mcq_answers,
+    patterns,
+    positional,
+    rare_words,
+    recall,
+    retrieval,
+    semantic_induction,
+    sentiment,
+    subwords,
+    syntax,
+)
 
-__all__ = ["atlas", "ioi", "mcq", "mcq_answers", "patterns", "positional", "recall", "subwords", "syntax", "verdict", "NOT_ATTEMPTED", "NOT_YET"]
+__all__ = ["atlas", "fact_sources", "ioi", "mcq", "mcq_answers", "patterns", "positional", "rare_words", "recall",
+           "retrieval", "semantic_induction", "sentiment", "subwords", "syntax", "verdict", "NOT_ATTEMPTED", "NOT_YET"]
 
 NOT_ATTEMPTED = "Not attempted yet"
 NOT_YET = "Not yet"

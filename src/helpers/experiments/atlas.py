@@ -23,7 +23,10 @@ Two kinds of family:
 
 Not in it: the correct head (its page screens layers by vocabulary projection, not heads), the letter mover
 (attribution patching on acronyms), the associative memories (a toy trained on the page), and the inhibition
-and backup families (path patching and knockouts of the heads other screens find).
+and backup families (path patching and knockouts of the heads other screens find). Not in it yet: the
+In-Context Identification families added last (positional, subword merge, syntactic, rare words, retrieval,
+global retrieval, sentiment summarizer, semantic induction, subject and relation heads); each page's `study`
+keeps its screen in the results store, so the atlas can read them without new passes.
 
 The run is kept in the results store (`helpers.store`) under the model, sizes and seed, so the atlas page and
 `make atlas` compute it once per code version.

@@ -19,6 +19,8 @@ from helpers.experiments import (
     conflict,
     copy_suppression,
     duplicate,
+    fact_sources,
+    global_retrieval,
     induction,
     inhibition,
     mcq,
@@ -26,8 +28,12 @@ from helpers.experiments import (
     name_movers,
     positional,
     previous_token,
+    rare_words,
     recall,
+    retrieval,
     self_repair,
+    semantic_induction,
+    sentiment,
     subwords,
     syntax,
     yesno,
@@ -130,6 +136,50 @@ FAMILIES: tuple[Family, ...] = (
            "share of arcs (nsubj, dobj, det, amod) whose strongest attention from the dependent lands on its partner",
            f"accuracy >= the relation's positional baseline + {syntax.MARGIN} and the lower end of the 95 % "
            "bootstrap interval over prompts of the advantage above 0"),
+    Family("rare_words", "Rare words head", "In-Context Identification", "rare_words_heads",
+           ("voita2019analyzing",),
+           "argmax-attention share on the rarest token against chance and a common-word control; mean ablation "
+           "against random heads; held-out text family", rare_words,
+           "share of queries after the rare word whose strongest attention (position 0 left out) lands on its "
+           "least frequent piece", rare_words.RULE),
+    Family("retrieval", "Retrieval head", "In-Context Identification", "retrieval_heads", ("wu2024retrieval",),
+           "needle-in-a-haystack; retrieval score from greedy decoding; mean ablation against random heads, "
+           "held-out haystacks", retrieval,
+           "Wu et al.'s retrieval score (top-1 attention on the needle token generated next, averaged over "
+           "recalled runs)", f"score >= {retrieval.THRESHOLD} and >= twice the head's one-key-back control"),
+    Family("global_retrieval", "Global retrieval head", "In-Context Identification", "global_retrieval_heads",
+           ("tang2024razorattention",),
+           f"local-window mask (first token + {global_retrieval.WINDOW} tokens) on all other heads; needle recall "
+           "with the top heads global against random global sets", global_retrieval,
+           "needle recall with only G heads global (ranked by retrieval score)",
+           "top-G recall above every random G set, p = (1 + draws at least as high) / (draws + 1)"),
+    Family("sentiment_summarizer", "Sentiment summarizer", "In-Context Identification",
+           "sentiment_summarizer_heads", ("tigges2023linear",),
+           "mean-difference sentiment direction; each head's write along it at the summary positions against "
+           "random directions; patching from the flipped review; directional ablation", sentiment,
+           "largest shift along the sentiment direction of the head's output at the comma, period, "
+           "' Conclusion' or ':'",
+           f"above the {sentiment.NULL_QUANTILE:.0%} quantile of the head's own scores along "
+           f"{sentiment.RANDOM_DIRECTIONS} random unit directions, and at least {sentiment.MIN_SHIFT:.0%} of the "
+           "strongest head's score"),
+    Family("semantic_induction", "Semantic induction head", "In-Context Identification",
+           "semantic_induction_heads", ("ren2024semantic",),
+           "relation index (attention-weighted entity write at END, read on the tail minus the relation's other "
+           "tails), re-pairing permutation control, mean ablation against random heads", semantic_induction,
+           "relation index",
+           f"index > 0 and max-statistic corrected re-pairing p < {semantic_induction.ALPHA} "
+           f"({semantic_induction.N_PERMUTATIONS} re-pairings)"),
+    Family("subject", "Subject head", "In-Context Identification", "subject_heads", ("chughtai2024summing",),
+           "direct logit attribution split by source position, mean ablation against random heads", fact_sources,
+           "mean answer-DLA read from subject tokens",
+           f"mean total >= {fact_sources.Rule().min_total} logits and more than {fact_sources.Rule().share:.0%} "
+           "of it from the subject tokens"),
+    Family("relation", "Relation head", "In-Context Identification", "relation_heads",
+           ("chughtai2024summing", "yao2024knowledge"),
+           "direct logit attribution split by source position, mean ablation against random heads", fact_sources,
+           "mean answer-DLA read from relation tokens",
+           f"mean total >= {fact_sources.Rule().min_total} logits and more than {fact_sources.Rule().share:.0%} "
+           "of it from the relation words"),
     Family("name_mover", "Name mover head", "In-Context Identification", "name_mover_heads", ("wang2023ioi",),
            "direct logit attribution, attention from END, OV copying score, path patching", name_movers,
            "DLA at END on logit(IO) - logit(S)",
