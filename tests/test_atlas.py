@@ -160,3 +160,31 @@ def test_head_scores_show_every_family_and_what_a_head_passes():
     table = atlas.head_scores(found, [INDUCTION, (1, 3)])
     assert table.loc["L1H0", "passes"] == "Induction head" and table.loc["L1H3", "passes"] == "none"
     assert table.loc["L1H0", "Induction head"] > 0.9
+
+
+def _hand_atlas(claimed: dict) -> atlas.Atlas:
+    screens = {key: atlas.TaskScreen(key, torch.zeros(4, 4), members, "PASS") for key, members in claimed.items()}
+    return atlas.Atlas(model="hand", n_layers=4, n_heads=4, seed=0, sizes=SIZES, screens=screens)
+
+
+def test_pair_sharing_counts_shared_heads_against_both_expectations():
+    found = _hand_atlas({"induction": [(2, 0), (2, 1), (3, 0)], "retrieval": [(2, 0), (2, 1)],
+                         "memory": [(3, 0)], "context": [(3, 0)], "subject": [(0, 0)]})
+    table = atlas.pair_sharing(found)
+    assert list(table.index) == ["Induction head & Retrieval head", "Induction head & Memory head",
+                                 "Induction head & Context head"]  # ties keep the screens' order
+    row = table.loc["Induction head & Retrieval head"]
+    # same layers: 2 x 2 heads of layer 2 / 4 heads per layer = 1.0; all heads: 3 x 2 / 16 = 0.375
+    assert row["shared"] == 2 and row["expected, same layers"] == 1.0 and row["expected, all heads"] == 0.4
+    assert row["excess"] == 1.0 and row["heads"] == "L2H0, L2H1"
+    assert "Memory head & Context head" not in table.index  # one score's two signs: never a pair
+    assert atlas.pair_sharing(_hand_atlas({"induction": [(0, 0)], "retrieval": [(1, 1)]})).empty
+
+
+def test_overlap_tests_can_leave_families_out_and_name_unknown_ones():
+    found = _hand_atlas({"induction": [(2, 0), (2, 1)], "retrieval": [(2, 0), (2, 1)], "subject": [(0, 0)]})
+    full = atlas.overlap_tests(found, n_draws=50)
+    left = atlas.overlap_tests(found, n_draws=50, leave_out=("retrieval",))
+    assert full["all heads"].observed == 2 and left["all heads"].observed == 0
+    with pytest.raises(KeyError, match="retreival"):
+        atlas.overlap_tests(found, n_draws=50, leave_out=("retreival",))

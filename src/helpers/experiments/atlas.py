@@ -12,21 +12,24 @@ Two kinds of family:
   batches: random tokens repeated once, and the same prompts with the second half replaced by fresh tokens
   (the control: same positions, nothing to copy); `pattern_targets` says which positions each family
   scores and what its control is. They run on any model, toys included.
-- **Task families** (memory, context, negative, mover, name mover and negative name mover heads, and the five
-  multiple-choice families: constant, single letter, content gatherer, correct letter, amplification heads),
-  defined by a task's direct effect or, for the multiple-choice families, by END's attention on the options. Each runs its page's behaviour gate and screen with the page's functions, sizes and
+- **Task families** (memory, context, negative, mover, name mover and negative name mover heads; rare words,
+  retrieval, sentiment summarizer, semantic induction, subject and relation heads; and the five multiple-choice
+  families: constant, single letter, content gatherer, correct letter, amplification heads), defined by a task's
+  direct effect, by attention on a task's tokens, or, for the multiple-choice families, by END's attention on
+  the options. Each runs its page's behaviour gate and screen with the page's functions, sizes and
   seeds, and picks the heads its page's screen picks (`TaskScreen`); families that read the same task share
   its passes (IOI: one read for name movers and negative name movers; knowledge conflict: one screen for
-  memory and context heads; multiple choice: one `mcq.study`, the one its six pages read). The pages' causal checks are not re-run here: the atlas says which heads each
+  memory and context heads; factual prompts: one source-split pass for subject and relation heads; multiple
+  choice: one `mcq.study`, the one its six pages read; needle in a haystack: the needle run the retrieval pages
+  keep in the results store). The pages' causal checks are not re-run here: the atlas says which heads each
   screen picks, the family page says whether they carry the behaviour. They need a real model's vocabulary
   and are skipped on toys; a family whose gate fails lists no heads and says so.
 
 Not in it: the correct head (its page screens layers by vocabulary projection, not heads), the letter mover
 (attribution patching on acronyms), the associative memories (a toy trained on the page), and the inhibition
-and backup families (path patching and knockouts of the heads other screens find). Not in it yet: the
-In-Context Identification families added last (positional, subword merge, syntactic, rare words, retrieval,
-global retrieval, sentiment summarizer, semantic induction, subject and relation heads); each page's `study`
-keeps its screen in the results store, so the atlas can read them without new passes.
+and backup families (path patching and knockouts of the heads other screens find), and the global retrieval
+head (a test of head sets, ranked by the retrieval score, not a screen of single heads). Not in it yet: the
+positional, subword merge and syntactic heads (pattern screens on prose and templated sentences).
 
 The run is kept in the results store (`helpers.store`) under the model, sizes and seed, so the atlas page and
 `make atlas` compute it once per code version.
@@ -57,15 +60,31 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Callable
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from helpers import capture, heads, overlap, scores, store, tasks, toy
-from helpers.experiments import conflict, duplicate, induction, ioi, mcq, mover, previous_token, registry, yesno
+from helpers import capture, heads, overlap, scores, stats, store, tasks, toy
+from helpers.experiments import (
+    conflict,
+    duplicate,
+    fact_sources,
+    induction,
+    ioi,
+    mcq,
+    mover,
+    previous_token,
+    rare_words,
+    registry,
+    retrieval,
+    semantic_induction,
+    sentiment,
+    yesno,
+)
 from helpers.screens import Screen
 
 if TYPE_CHECKING:
@@ -162,7 +181,9 @@ UNITS = {"previous_token": "share of attention", "duplicate": "share of attentio
          "negative": "NAS", "name_mover": "logit", "negative_name_mover": "logit",
          "constant": "entropy / log 4", "single_letter": "share of label attention",
          "content_gatherer": "share of content attention", "correct_letter": "share of label attention",
-         "amplification": "logit"}
+         "amplification": "logit", "rare_words": "share of argmax choices", "retrieval": "retrieval score",
+         "sentiment_summarizer": "shift along d", "semantic_induction": "relation index",
+         "subject": "logit", "relation": "logit"}
 
 
 @dataclass(frozen=True)
@@ -242,10 +263,82 @@ def mcq_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]
             for family in mcq.CLASSES}
 
 
+def _empty(model: TransformerBridge, family: str, gate: str) -> TaskScreen:
+    return TaskScreen(family, torch.zeros(model.cfg.n_layers, model.cfg.n_heads), [], gate)
+
+
+def rare_words_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """Rare words heads: argmax share on the rarest token, with its chance and common-word rule
+    (`rare_words.screen`), gated by the second-mention gate, with the seeds `rare_words.study` uses."""
+    sizes = rare_words.Sizes()
+    data = rare_words.sentences(model, n=sizes.sentences, seed=seed)
+    gate = rare_words.word_gate(model, data, seed=seed)
+    found = rare_words.screen(model, data, n_boot=sizes.n_boot, seed=seed + 10)
+    return {"rare_words": _gated("rare_words", found.scores, found.passing, gate)}
+
+
+def retrieval_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """Retrieval heads: Wu et al.'s score on needle-in-a-haystack prompts and its one-key-back control, from the
+    needle run the retrieval page keeps in the results store (`retrieval.needle_gate`)."""
+    sizes = retrieval.Sizes()
+    run = retrieval.needle_gate(model, prompts=sizes.screen_prompts, controls_n=sizes.control_prompts,
+                                length=sizes.length, seed=seed)
+    if not run.exact.any():
+        return {"retrieval": _empty(model, "retrieval", f"{run.gate.summary()}; no code recalled exactly")}
+    found = retrieval.screen(run)
+    return {"retrieval": _gated("retrieval", found.scores, found.passing, run.gate)}
+
+
+def sentiment_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """Sentiment summarizers: each head's write along the fitted sentiment direction at the summary positions
+    against random directions (`sentiment.screen`), with the seeds `sentiment.study` uses."""
+    sizes = sentiment.Sizes()
+    gate = sentiment.gate(model, pairs=sizes.gate_pairs, seed=seed)
+    if not gate.passed:
+        return {"sentiment_summarizer": _empty(model, "sentiment_summarizer", gate.summary())}
+    direction = sentiment.fit_direction(model, pairs=sizes.direction_pairs, seed=seed + 10,
+                                        n_random=sizes.random_directions)
+    found = sentiment.screen(model, direction.d, pairs=sizes.screen_pairs, neutral=sizes.neutral_prompts,
+                             seed=seed + 20, n_random=sizes.random_directions)
+    return {"sentiment_summarizer": _gated("sentiment_summarizer", found.scores, found.passing, gate)}
+
+
+def semantic_induction_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """Semantic induction heads: the relation index with its max-statistic re-pairing test on the prompts
+    whose tail the model knows (`semantic_induction.screen`), with the seeds `semantic_induction.study` uses."""
+    sizes = semantic_induction.Sizes()
+    gate = semantic_induction.relation_gate(model, semantic_induction.relation_batches(model), seed=seed)
+    if not gate.gate.passed:
+        return {"semantic_induction": _empty(model, "semantic_induction", gate.gate.summary())}
+    found = semantic_induction.screen(model, gate.known(), n_permutations=sizes.n_permutations, seed=seed + 10)
+    return {"semantic_induction": _gated("semantic_induction", found.index, found.passing, gate.gate)}
+
+
+def fact_source_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """Subject and relation heads from one source-split attribution pass over the facts the model knows
+    (`fact_sources.run_pass`, classified by `fact_sources.classify` as the pages do)."""
+    sizes = fact_sources.Sizes()
+    everything = fact_sources.sample_per_relation(fact_sources.prompts(model, fact_sources.fact_table()),
+                                                  sizes.facts_per_relation, seed=seed)
+    candidates = fact_sources.candidate_ids(everything.facts, everything.answer_ids)
+    clean = fact_sources.run_pass(model, everything, candidates, seed=seed)
+    gate = stats.behaviour_gate(clean.correct.float(), clean.null_correct.float(), paired=True, seed=seed,
+                                name="factual recall", metric_name="accuracy among the relation's answers",
+                                null_name="scored against another answer of the relation")
+    if not clean.correct.any():
+        return {key: _empty(model, key, gate.summary()) for key in ("subject", "relation")}
+    parts = clean.parts[:, :, clean.correct].mean(dim=2)  # [layer, head, source] over the known facts
+    classes = fact_sources.classify(parts, sizes.rule)
+    return {key: _gated(key, parts[..., i], heads.top(parts[..., i], where=classes[key]), gate)
+            for i, key in enumerate(("subject", "relation"))}
+
+
 # The task families' screens, in registry order within each task; each runner shares its task's passes.
 TASK_SCREENS: tuple[Callable[..., dict[str, TaskScreen]], ...] = (
-    conflict_screens, negative_screens, mcq_screens, mover_screens, ioi_screens)
-TASK_FAMILIES = ("memory", "context", "constant", "single_letter", "negative", "mover", "name_mover",
+    conflict_screens, negative_screens, mcq_screens, rare_words_screens, retrieval_screens, sentiment_screens,
+    semantic_induction_screens, fact_source_screens, mover_screens, ioi_screens)
+TASK_FAMILIES = ("memory", "context", "constant", "single_letter", "negative", "rare_words", "retrieval",
+                 "sentiment_summarizer", "semantic_induction", "subject", "relation", "mover", "name_mover",
                  "negative_name_mover", "content_gatherer", "correct_letter", "amplification")
 # Pairs that one score splits by sign: a head cannot be in both, so an overlap test must not count them.
 EXCLUSIVE_PAIRS = frozenset({frozenset({"memory", "context"}), frozenset({"name_mover", "negative_name_mover"})})
@@ -381,7 +474,9 @@ FAMILY_COLORS = {"previous_token": "#8172b3", "duplicate": "#937860", "induction
                  "memory": "#4c72b0", "context": "#dd8452", "negative": "#8c8c8c", "mover": "#64b5cd",
                  "name_mover": "#55a868", "negative_name_mover": "#c44e52", "constant": "#ccb974",
                  "single_letter": "#a6761d", "content_gatherer": "#1b9e77", "correct_letter": "#e7298a",
-                 "amplification": "#666666"}
+                 "amplification": "#666666", "rare_words": "#b3de69", "retrieval": "#fb8072",
+                 "sentiment_summarizer": "#fdb462", "semantic_induction": "#80b1d3", "subject": "#bc80bd",
+                 "relation": "#8dd3c7"}
 
 
 def relative_depth(head: heads.Head, n_layers: int) -> float:
@@ -456,14 +551,44 @@ def figure(atlases: Sequence[Atlas]):
     return fig
 
 
-def overlap_tests(atlas: Atlas, *, n_draws: int = 2000, seed: int = 0) -> dict[str, overlap.OverlapTest]:
+def overlap_tests(atlas: Atlas, *, n_draws: int = 2000, seed: int = 0, leave_out: Collection[str] = ()
+                  ) -> dict[str, overlap.OverlapTest]:
     """The shared-heads permutation test of one atlas against both nulls (all heads; same layers).
-    Families whose screen picks no head take no part; memory/context and name mover/negative name mover,
-    split by one score's sign, are not counted as pairs (`EXCLUSIVE_PAIRS`)."""
-    claimed = {key: screen.passing for key, screen in atlas.screens.items() if screen.passing}
+    Families whose screen picks no head take no part, nor do the families in `leave_out`; memory/context and
+    name mover/negative name mover, split by one score's sign, are not counted as pairs (`EXCLUSIVE_PAIRS`)."""
+    unknown = set(leave_out) - set(atlas.screens)
+    if unknown:
+        raise KeyError(f"leave_out names families this atlas did not screen: {sorted(unknown)}")
+    claimed = {key: screen.passing for key, screen in atlas.screens.items()
+               if screen.passing and key not in leave_out}
     return {null: overlap.permutation_test(claimed, atlas.n_layers, atlas.n_heads, excluded=EXCLUSIVE_PAIRS,
                                            n_draws=n_draws, within_layers=null == "same layers", seed=seed)
             for null in ("all heads", "same layers")}
+
+
+def pair_sharing(atlas: Atlas):
+    """Per pair of families that share a head: the heads both pick, and how many two random families of their
+    sizes would share, drawn from all heads and from the same layers (expected values, exact). A DataFrame,
+    largest excess over the same-layers expectation first: the pairs that share more than depth explains."""
+    import pandas as pd
+
+    claimed = {key: screen.passing for key, screen in atlas.screens.items() if screen.passing}
+    rows = []
+    for a, b in overlap.counted_pairs(list(claimed), EXCLUSIVE_PAIRS):
+        shared = sorted(set(claimed[a]) & set(claimed[b]))
+        if not shared:
+            continue
+        per_layer_a = Counter(layer for layer, _ in claimed[a])
+        per_layer_b = Counter(layer for layer, _ in claimed[b])
+        same_layers = sum(per_layer_a[layer] * per_layer_b[layer] for layer in per_layer_a) / atlas.n_heads
+        all_heads = len(claimed[a]) * len(claimed[b]) / (atlas.n_layers * atlas.n_heads)
+        rows.append({"families": f"{registry.by_key(a).name} & {registry.by_key(b).name}",
+                     "shared": len(shared), "expected, same layers": round(same_layers, 1),
+                     "expected, all heads": round(all_heads, 1), "heads": heads.labels(shared)})
+    columns = ["families", "shared", "expected, same layers", "expected, all heads", "heads"]
+    table = pd.DataFrame(rows, columns=columns)
+    table["excess"] = table["shared"] - table["expected, same layers"]
+    return table.sort_values(["excess", "shared"], ascending=False, kind="stable").set_index("families")
 
 
 def overlap_figure(tests: dict[str, dict[str, overlap.OverlapTest]]):

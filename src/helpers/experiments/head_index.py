@@ -322,8 +322,8 @@ NAMINGS: tuple[Naming, ...] = (
     *_named(_GEMMA, "relation_heads", "relation head: answer push from the relation words",
             "L15H3", "L17H1", "L15H0", "L15H2"),
     # head_atlas
-    Naming(_SMOL, "L23H1", "head_atlas", "picked by three screens in the atlas: context, mover, name mover"),
-    Naming(_GEMMA, "L12H1", "head_atlas", "picked by three screens in the atlas: context, mover, name mover"),
+    Naming(_SMOL, "L23H1", "head_atlas", "six atlas screens: context, mover, name mover, retrieval, semantic induction, subject"),
+    Naming(_GEMMA, "L12H1", "head_atlas", "five atlas screens: context, mover, name mover, semantic induction, subject"),
     Naming(_SMOL, "L8H1", "head_atlas", "not a duplicate head on the atlas's far random repeats"),
     *_named(_SMOL, "head_atlas", "duplicate head on the atlas's random repeats, not on its page", "L9H2", "L14H3"),
 )

@@ -91,7 +91,7 @@ SECOND_MENTION = " The"  # the gate's and the ablation's prompts: "<sentence> Th
 class Sizes:
     """How many sentences, windows and draws each step uses (the notebook's parameters cell sets these)."""
 
-    sentences: int = 96  # rare sentences (and as many controls) for the gate and the screen
+    sentences: int = 64  # rare sentences (and as many controls) for the gate and the screen (the page's)
     ablation_prompts: int = 12  # of those, the first ones for the ablation
     top_k: int = 3
     n_random: int = 20

@@ -45,8 +45,8 @@ RATIO = 2.0  # and at least twice the head's own control score
 class Sizes:
     """How many prompts, tokens and draws each step uses (the notebook's parameters cell sets these)."""
 
-    screen_prompts: int = 30  # needle prompts: the gate's metric and the screen's runs
-    control_prompts: int = 10  # prompts with another prompt's code in the needle (the gate's null)
+    screen_prompts: int = 24  # needle prompts: the gate's metric and the screen's runs (the page's)
+    control_prompts: int = 8  # prompts with another prompt's code in the needle (the gate's null)
     length: int = 150  # haystack tokens
     top_k: int = 5
     ablation_prompts: int = 4
