@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import toy
-from helpers.experiments import atlas
+from helpers.experiments import atlas, registry
 
 VOCAB, HALF = 16, 12
 N_CTX = 2 * HALF
@@ -188,3 +188,10 @@ def test_overlap_tests_can_leave_families_out_and_name_unknown_ones():
     assert full["all heads"].observed == 2 and left["all heads"].observed == 0
     with pytest.raises(KeyError, match="retreival"):
         atlas.overlap_tests(found, n_draws=50, leave_out=("retreival",))
+
+
+def test_the_form_families_are_screened_families_and_include_every_pattern_family():
+    assert set(atlas.PATTERN_RULES) <= set(atlas.FORM_FAMILIES)
+    assert set(atlas.FORM_FAMILIES) <= {*atlas.PATTERN_RULES, *atlas.TASK_FAMILIES}
+    assert all(registry.by_key(key).stage == "In-Context Identification" or key == "induction"
+               for key in atlas.FORM_FAMILIES)

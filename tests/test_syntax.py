@@ -249,6 +249,14 @@ def test_study_runs_on_a_tiny_model_and_stops_at_a_failed_gate(tiny_smol):
     assert done.row()["nsubj ablation"] == "not run (gate failed)"
 
 
+def test_an_untrained_models_consistent_small_shift_does_not_pass_the_agreement_gate(tiny_smol):
+    """With 64 prompts the tiny model's flip moves the logit difference by a few hundredths, the same way on
+    every prompt, so p is small; the effect floor is what fails it."""
+    agreement = syntax.agreement_gate(tiny_smol, syntax.agreement_prompts(tiny_smol, n=64, seed=0), seed=0)
+    assert agreement.gate.p_value < 0.05 and abs(agreement.gate.difference.mean) < 0.1
+    assert not agreement.gate.passed
+
+
 def test_the_causal_and_held_out_steps_run_on_a_tiny_model(tiny_smol):
     found = [(1, 0), (0, 3)]
     check = syntax.agreement_ablation(tiny_smol, found, prompts=4, n_random=3, seed=0)

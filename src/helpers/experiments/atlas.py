@@ -12,9 +12,10 @@ Two kinds of family:
   batches: random tokens repeated once, and the same prompts with the second half replaced by fresh tokens
   (the control: same positions, nothing to copy); `pattern_targets` says which positions each family
   scores and what its control is. They run on any model, toys included.
-- **Task families** (memory, context, negative, mover, name mover and negative name mover heads; rare words,
-  retrieval, sentiment summarizer, semantic induction, subject and relation heads; and the five multiple-choice
-  families: constant, single letter, content gatherer, correct letter, amplification heads), defined by a task's
+- **Task families** (memory, context, negative, mover, name mover and negative name mover heads; positional,
+  subword merge, syntactic, rare words, retrieval, sentiment summarizer, semantic induction, subject and
+  relation heads; and the five multiple-choice families: constant, single letter, content gatherer, correct
+  letter, amplification heads), defined by a task's
   direct effect, by attention on a task's tokens, or, for the multiple-choice families, by END's attention on
   the options. Each runs its page's behaviour gate and screen with the page's functions, sizes and
   seeds, and picks the heads its page's screen picks (`TaskScreen`); families that read the same task share
@@ -28,8 +29,10 @@ Two kinds of family:
 Not in it: the correct head (its page screens layers by vocabulary projection, not heads), the letter mover
 (attribution patching on acronyms), the associative memories (a toy trained on the page), and the inhibition
 and backup families (path patching and knockouts of the heads other screens find), and the global retrieval
-head (a test of head sets, ranked by the retrieval score, not a screen of single heads). Not in it yet: the
-positional, subword merge and syntactic heads (pattern screens on prose and templated sentences).
+head (a test of head sets, ranked by the retrieval score, not a screen of single heads). The positional,
+subword merge and syntactic heads read prose and templated sentences, so they are task families here: they
+need a tokenizer that a toy does not have. The atlas lists the positional page's offset heads only, not the
+heads that rest on the first position (`positional_screens` says why).
 
 The run is kept in the results store (`helpers.store`) under the model, sizes and seed, so the atlas page and
 `make atlas` compute it once per code version.
@@ -77,12 +80,15 @@ from helpers.experiments import (
     ioi,
     mcq,
     mover,
+    positional,
     previous_token,
     rare_words,
     registry,
     retrieval,
     semantic_induction,
     sentiment,
+    subwords,
+    syntax,
     yesno,
 )
 from helpers.screens import Screen
@@ -183,7 +189,8 @@ UNITS = {"previous_token": "share of attention", "duplicate": "share of attentio
          "content_gatherer": "share of content attention", "correct_letter": "share of label attention",
          "amplification": "logit", "rare_words": "share of argmax choices", "retrieval": "retrieval score",
          "sentiment_summarizer": "shift along d", "semantic_induction": "relation index",
-         "subject": "logit", "relation": "logit"}
+         "subject": "logit", "relation": "logit", "positional": "share of argmax choices",
+         "subword_merge": "share of attention", "syntactic": "accuracy above baseline"}
 
 
 @dataclass(frozen=True)
@@ -267,6 +274,42 @@ def _empty(model: TransformerBridge, family: str, gate: str) -> TaskScreen:
     return TaskScreen(family, torch.zeros(model.cfg.n_layers, model.cfg.n_heads), [], gate)
 
 
+def positional_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """Positional heads: the same fixed argmax bin on random tokens and on prose (`positional.screen`), gated by
+    the prose gate, with the seeds `positional.study` uses. Only the offset heads are listed: a head parked on
+    the first position is resting, not reading position (the page's causal check leaves those out too), and
+    the atlas would otherwise count a sixth of SmolLM2's heads and a third of Gemma's as one family."""
+    sizes = positional.Sizes()
+    gate = positional.prose_gate(model, windows=sizes.gate_windows, length=sizes.gate_len, seed=seed)
+    found = positional.screen(model, prompts=sizes.screen_prompts, length=sizes.screen_len, seed=seed + 10)
+    scores = found.scores.where(found.bins != positional.FIRST_BIN, torch.zeros(()))
+    return {"positional": _gated("positional", scores, found.offset_heads(), gate)}
+
+
+def subword_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """Subword merge heads: within-word minus offset-matched across-word attention with its bootstrap rule
+    (`subwords.screen`), gated by the word gate, with the seeds `subwords.study` uses."""
+    sizes = subwords.Sizes()
+    gate = subwords.word_gate(model, windows=sizes.gate_windows, length=sizes.window_len, seed=seed)
+    found = subwords.screen(model, windows=sizes.screen_windows, length=sizes.window_len, seed=seed + 10)
+    return {"subword_merge": _gated("subword_merge", found.scores, found.passing, gate)}
+
+
+def syntactic_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """Syntactic heads: a head passes when it passes any relation's rule (`syntax.SyntaxScreen.passing`);
+    its score is its largest advantage over a relation's positional baseline. Gated by subject-verb agreement,
+    with the seeds and default sizes of `syntax.study` on every model (the page screens its comparison model
+    on 32 prompts instead of 48, for time)."""
+    sizes = syntax.Sizes()
+    agreement = syntax.agreement_gate(model, syntax.agreement_prompts(model, n=sizes.gate_prompts, seed=seed),
+                                      seed=seed)
+    found = syntax.screen(model, sizes=sizes, seed=seed + 10)
+    advantage = torch.stack([found.advantage(relation) for relation in found.accuracy]).amax(dim=0)
+    picked = {head for relation in found.accuracy for head in found.passing(relation)}
+    where = heads.masks([sorted(picked)], *advantage.shape)[0]
+    return {"syntactic": _gated("syntactic", advantage, heads.top(advantage, where=where), agreement.gate)}
+
+
 def rare_words_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
     """Rare words heads: argmax share on the rarest token, with its chance and common-word rule
     (`rare_words.screen`), gated by the second-mention gate, with the seeds `rare_words.study` uses."""
@@ -335,11 +378,17 @@ def fact_source_screens(model: TransformerBridge, *, seed: int) -> dict[str, Tas
 
 # The task families' screens, in registry order within each task; each runner shares its task's passes.
 TASK_SCREENS: tuple[Callable[..., dict[str, TaskScreen]], ...] = (
-    conflict_screens, negative_screens, mcq_screens, rare_words_screens, retrieval_screens, sentiment_screens,
-    semantic_induction_screens, fact_source_screens, mover_screens, ioi_screens)
-TASK_FAMILIES = ("memory", "context", "constant", "single_letter", "negative", "rare_words", "retrieval",
+    conflict_screens, negative_screens, mcq_screens, positional_screens, subword_screens, syntactic_screens,
+    rare_words_screens, retrieval_screens, sentiment_screens, semantic_induction_screens, fact_source_screens,
+    mover_screens, ioi_screens)
+TASK_FAMILIES = ("memory", "context", "constant", "single_letter", "negative", "positional", "subword_merge",
+                 "syntactic", "rare_words", "retrieval",
                  "sentiment_summarizer", "semantic_induction", "subject", "relation", "mover", "name_mover",
                  "negative_name_mover", "content_gatherer", "correct_letter", "amplification")
+# Families defined by the form of the text, whatever it says: where a head attends by position, to a repeated
+# token, within a word, along a grammatical arc, or to what followed an earlier copy. The rest are defined by a
+# task's content or answer.
+FORM_FAMILIES = ("previous_token", "duplicate", "induction", "positional", "subword_merge", "syntactic")
 # Pairs that one score splits by sign: a head cannot be in both, so an overlap test must not count them.
 EXCLUSIVE_PAIRS = frozenset({frozenset({"memory", "context"}), frozenset({"name_mover", "negative_name_mover"})})
 
@@ -476,7 +525,8 @@ FAMILY_COLORS = {"previous_token": "#8172b3", "duplicate": "#937860", "induction
                  "single_letter": "#a6761d", "content_gatherer": "#1b9e77", "correct_letter": "#e7298a",
                  "amplification": "#666666", "rare_words": "#b3de69", "retrieval": "#fb8072",
                  "sentiment_summarizer": "#fdb462", "semantic_induction": "#80b1d3", "subject": "#bc80bd",
-                 "relation": "#8dd3c7"}
+                 "relation": "#8dd3c7", "positional": "#000000", "subword_merge": "#b15928",
+                 "syntactic": "#ffed6f"}
 
 
 def relative_depth(head: heads.Head, n_layers: int) -> float:

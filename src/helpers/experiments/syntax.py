@@ -393,6 +393,7 @@ AGREEMENT_NOUNS = (("key", "keys"), ("dog", "dogs"), ("cat", "cats"), ("book", "
                    ("house", "houses"), ("window", "windows"), ("bottle", "bottles"), ("letter", "letters"),
                    ("flower", "flowers"), ("student", "students"), ("doctor", "doctors"), ("king", "kings"),
                    ("cup", "cups"), ("bag", "bags"), ("picture", "pictures"))
+MIN_AGREEMENT_EFFECT = 1.0  # logits: the gate's floor on the flip's effect (SmolLM2's interval starts above 4)
 AGREEMENT_PREPOSITIONS = ("near", "behind", "beside", "under", "above", "by", "with", "of")
 
 
@@ -439,13 +440,16 @@ class Agreement:
 
 def agreement_gate(model: TransformerBridge, batch: tasks.TaskBatch, *, seed: int) -> Agreement:
     """Does the model track the subject's number past an attractor? Paired: the agreeing-minus-other logit
-    difference must be larger with this subject than with the same prompt's subject of the other number."""
+    difference must be larger with this subject than with the same prompt's subject of the other number, by
+    at least `MIN_AGREEMENT_EFFECT` over the whole interval. Without that floor an untrained model passes: its
+    random embeddings shift " is" against " are" by a few hundredths of a logit, the same way on every prompt."""
     final = capture.final_at(model, torch.cat([batch.tokens, batch.corrupted]))  # [2 * prompt, d_model]
     clean, flipped = final.chunk(2)
     clean_diff = readout.logit_difference(model, clean, batch.answers, batch.wrong)
     flipped_diff = readout.logit_difference(model, flipped, batch.answers, batch.wrong)
     top1 = (readout.logits(model, clean).argmax(-1) == batch.answers).float().mean().item()
-    gate = stats.behaviour_gate(clean_diff, flipped_diff, paired=True, seed=seed, name="subject-verb agreement",
+    gate = stats.behaviour_gate(clean_diff, flipped_diff, paired=True, seed=seed, min_effect=MIN_AGREEMENT_EFFECT,
+                                name="subject-verb agreement",
                                 metric_name="logit(agreeing verb) - logit(other form)",
                                 null_name="with the subject's number flipped")
     return Agreement(gate=gate, clean=clean_diff, flipped=flipped_diff, ahead=(clean_diff > 0).float().mean().item(),
