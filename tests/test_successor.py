@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import ov
 from helpers.experiments import findings_table, successor
 
 
@@ -63,6 +64,9 @@ def test_the_screen_pools_tasks_by_their_scored_tokens(tiny_smol):
     torch.testing.assert_close(found.scores, (6 * found.per_task[0] + 11 * found.per_task[1]) / 17)
     assert found.chance == pytest.approx((6 / 7 + 11 / 12) / 17)
     assert set(found.task_scores((1, 2))) == {"days", "months"} and "pass bar" in found.summary()
+    ids = successor.TASKS["days"].ids(tiny_smol)
+    expected = ov.diagonal_strength_from_vectors(tiny_smol, ov.effective_embedding(tiny_smol, ids), ids)
+    torch.testing.assert_close(found.diagonal[0], expected, rtol=1e-4, atol=1e-4)
 
 
 def test_the_study_runs_on_a_tiny_model_and_fills_a_findings_row(tiny_smol):

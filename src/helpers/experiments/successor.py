@@ -239,6 +239,9 @@ class SuccessionScreen:
         per_task: ``[task, layer, head]`` the succession score on each task.
         shuffled: ``[shuffle, layer, head]`` the pooled score against shuffled orders of every task.
         copying: ``[task, layer, head]`` the share of tokens each head maps to themselves (top column = itself).
+        diagonal: ``[task, layer, head]`` mean over tokens of the token's own logit minus the mean logit of the
+            task's other tokens, in the table's unit-scale logits: positive copies, negative pushes the read
+            token down (`ov.ov_diagonal_strength` on the effective embedding).
         counts: tokens scored per task (all but the last in the order).
     """
 
@@ -246,6 +249,7 @@ class SuccessionScreen:
     per_task: Float[Tensor, "task layer head"]
     shuffled: Float[Tensor, "shuffle layer head"]
     copying: Float[Tensor, "task layer head"]
+    diagonal: Float[Tensor, "task layer head"]
     counts: tuple[int, ...]
     quantile: float = QUANTILE
 
@@ -290,7 +294,7 @@ def screen(model: TransformerBridge, *, names: Sequence[str] = SCREEN_TASKS, n_s
     and the pooled score against `n_shuffles` shuffled orders (shuffle s of task i uses seed + i)."""
     _check_tasks(names)
     weights = ov.ov_weights(model)
-    per_task, shuffled, copying, counts = [], [], [], []
+    per_task, shuffled, copying, diagonal, counts = [], [], [], [], []
     for i, name in enumerate(names):
         ids = TASKS[name].ids(model)
         table = ov.effective_ov_logits(model, ids, weights)  # [layer, head, n, n]
@@ -298,10 +302,13 @@ def screen(model: TransformerBridge, *, names: Sequence[str] = SCREEN_TASKS, n_s
         per_task.append(ov.order_scores(table, torch.arange(n))[0])
         shuffled.append(ov.order_scores(table, shuffled_orders(n, n_shuffles, seed=seed + i)) * (n - 1))
         copying.append((table.argmax(-1) == torch.arange(n)).float().mean(-1))
+        own = table.diagonal(dim1=-2, dim2=-1)  # [layer, head, n]
+        diagonal.append((own - (table.sum(-1) - own) / (n - 1)).mean(-1))
         counts.append(n - 1)
     pooled = torch.stack(shuffled).sum(0) / sum(counts)  # [shuffle, layer, head], pooled like `scores`
     return SuccessionScreen(names=tuple(names), per_task=torch.stack(per_task), shuffled=pooled,
-                            copying=torch.stack(copying), counts=tuple(counts), quantile=quantile)
+                            copying=torch.stack(copying), diagonal=torch.stack(diagonal), counts=tuple(counts),
+                            quantile=quantile)
 
 
 # --------------------------------------------------------------------------------------------------
