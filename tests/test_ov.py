@@ -137,3 +137,66 @@ def test_effective_embedding_is_the_residual_after_block_zero(tiny_llama_gqa):
     assert not torch.allclose(vectors, model.W_E[ids].detach().float().cpu())  # block 0 changed them
     with pytest.raises(ValueError, match="empty"):
         ov.effective_embedding(model, [])
+
+
+# --------------------------------------------------------------------------------------------------
+# Succession scores (Gould et al. 2024): the effective OV table scored for an order.
+
+
+def test_a_head_whose_ov_maps_each_token_to_the_next_scores_one_and_a_copying_head_zero():
+    # Heads 0, 1 read value head 0 (i -> i + 1), heads 2, 3 value head 1 (the identity: a copying head).
+    shift = torch.roll(torch.eye(6), shifts=1, dims=1)
+    weights = _weights(torch.stack([shift, torch.eye(6)]), heads=4)
+    table = ov.logits_from_vectors(weights, weights.embed, torch.arange(6))  # [layer, head, 6, 6]
+    scores = ov.order_scores(table, torch.arange(6))[0]
+    assert scores[0].tolist() == [1.0, 1.0, 0.0, 0.0]
+    # Against the reversed order (each token followed by its predecessor) the successor head scores 0, and the
+    # copying head, which never names another token, scores 0 under any order.
+    assert ov.order_scores(table, torch.arange(5, -1, -1))[0, 0].tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_a_head_that_maps_tokens_to_a_random_permutation_scores_at_chance():
+    n, n_heads = 8, 4000
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.stack([torch.randperm(n, generator=generator) for _ in range(n_heads)])  # [head, source]
+    table = torch.nn.functional.one_hot(targets, n).float()[None]  # [1, head, source, candidate]
+    scores = ov.order_scores(table, torch.arange(n))[0, 0]  # [head]
+    assert abs(scores.mean().item() - 1 / n) < 0.01  # P(pi(i) = i + 1) = 1 / n for every scored token
+    # ... and a true successor head scores at chance when the order it is read against is shuffled: a shuffled
+    # order follows token i with one of the other n - 1 tokens at random, which is the head's i + 1 w.p. 1/(n-1).
+    successor = torch.nn.functional.one_hot((torch.arange(n) + 1) % n, n).float()[None, None]
+    orders = torch.stack([torch.randperm(n, generator=generator) for _ in range(4000)])
+    assert abs(ov.order_scores(successor, orders).mean().item() - 1 / (n - 1)) < 0.01
+
+
+def test_order_scores_match_a_loop_over_sources():
+    generator = torch.Generator().manual_seed(1)
+    table = torch.randn(2, 3, 5, 5, generator=generator)
+    order = torch.tensor([3, 0, 4, 1, 2])
+    by_hand = torch.zeros(2, 3)
+    for layer in range(2):
+        for head in range(3):
+            hits = [int(table[layer, head, order[k]].argmax()) == int(order[k + 1]) for k in range(4)]
+            by_hand[layer, head] = sum(hits) / 4
+    torch.testing.assert_close(ov.order_scores(table, order)[0], by_hand)
+
+
+def test_order_scores_and_vector_tables_refuse_bad_shapes():
+    with pytest.raises(ValueError, match=r"\[\.\.\., n, n\].*\(2, 5, 4\)"):
+        ov.order_scores(torch.rand(2, 5, 4), torch.arange(4))
+    with pytest.raises(ValueError, match="permutation of 0..3"):
+        ov.order_scores(torch.rand(4, 4), torch.tensor([0, 1, 1, 2]))
+    weights = _weights(torch.eye(6)[None], heads=1)
+    with pytest.raises(ValueError, match=r"d_model=6.*\(3, 5\)"):
+        ov.logits_from_vectors(weights, torch.rand(3, 5), [0, 1])
+
+
+def test_effective_ov_logits_read_the_block_zero_residual(tiny_llama_gqa):
+    model = tiny_llama_gqa
+    ids = torch.tensor([3, 5, 7, 9])
+    table = ov.effective_ov_logits(model, ids)
+    assert table.shape == (2, 4, 4, 4)
+    expected = ov.logits_from_vectors(model, ov.effective_embedding(model, ids), ids)
+    torch.testing.assert_close(table, expected)
+    with pytest.raises(ValueError, match="duplicates"):
+        ov.effective_ov_logits(model, [3, 3, 5])

@@ -18,6 +18,9 @@ Choices, stated once:
   its gain, since its scale depends on the whole residual stream. A
   per-source positive scale does not change which target wins a row, so mapping scores are exact
   under this approximation; the signed strengths are in "unit-scale" logits.
+- `effective_ov_logits` and `order_scores` read a head through the residual a token leaves after block 0
+  (embedding, first attention and first MLP) and score the table for an order: Gould et al.'s succession
+  score, and the same score for shuffled orders as its control.
 - Biases are left out: they add the same vector for every source, so they cannot make one source's
   partner win over another's.
 - Grouped-query attention: the value matrices are stored per key/value head; query head ``h`` reads
@@ -356,3 +359,68 @@ def diagonal_strength_from_vectors(model: Source, vectors: Float[Tensor, "n d_mo
     """`ov_diagonal_strength` with residual vectors in place of ``W_E``: positive copies, negative suppresses."""
     tokens = torch.as_tensor(tokens, dtype=torch.long).flatten()
     return partner_strength_from_vectors(model, vectors, tokens, tokens)
+
+
+# --------------------------------------------------------------------------------------------------
+# Effective OV circuits scored for an order (successor heads: Gould et al. 2024).
+
+
+@torch.no_grad()
+def logits_from_vectors(model: Source, vectors: Float[Tensor, "n d_model"], targets: Sequence[int] | Tensor
+                        ) -> Float[Tensor, "layer head n m"]:
+    """Every head's direct logit table when it reads `vectors[i]` (a residual vector standing for the i-th
+    source), on the logits of `targets`: the OV reading of `all_ov_logits` with given vectors in place of
+    ``W_E``. Raises ValueError for vectors that are not ``[n, d_model]`` or out-of-range targets."""
+    weights = _weights(model)
+    targets = _ids(targets, "targets", weights.unembed.shape[1])
+    d_model = weights.embed.shape[1]
+    if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.shape[1] != d_model:
+        raise ValueError(f"vectors must be [n, d_model={d_model}] with at least one row; got {tuple(vectors.shape)}")
+    return _vector_table(weights, vectors, targets)
+
+
+@torch.no_grad()
+def effective_ov_logits(model: TransformerBridge, ids: Sequence[int] | Tensor,
+                        weights: OVWeights | None = None) -> Float[Tensor, "layer head n n"]:
+    """The effective OV circuit of every head on one set of tokens: ``[layer, head, source, target]``.
+
+    Each token of `ids` goes through block 0 alone (`effective_embedding`: embedding, first attention layer
+    and first MLP, what Gould et al. call passing the embedding through MLP0), then through the head's
+    pre-attention norm, W_V and W_O (Gemma's post-attention norm as if the head wrote alone), the final
+    norm's gain and the unembedding columns of the same `ids`. Row i, column j: how much the head pushes
+    token j when it attends to token i. Pass `weights` (`ov_weights(model)`) to reuse one reading.
+    """
+    ids = torch.as_tensor(ids, dtype=torch.long).flatten().cpu()
+    if torch.unique(ids).numel() != ids.numel():
+        raise ValueError(f"ids contain duplicates ({ids.tolist()}); pass each token of the task once")
+    vectors = effective_embedding(model, ids)
+    return logits_from_vectors(weights if weights is not None else ov_weights(model), vectors, ids)
+
+
+def order_scores(table: Float[Tensor, "... n n"], orders: Int[Tensor, "order n"]) -> Float[Tensor, "order ..."]:
+    """Per order, the share of tokens whose top column in `table` is the token that follows them in that order.
+
+    `table[..., i, j]` is what the head writes on candidate j when it reads token i (e.g. `effective_ov_logits`).
+    Each row of `orders` is a permutation of ``0..n-1``; its first n - 1 entries are scored, each against the
+    entry after it (the last has no successor). With the task's own order (``torch.arange(n)``) this is Gould
+    et al.'s succession score; with shuffled orders it is the same score against a successor relation that
+    does not exist, a control a head can only pass by chance. Chance is 1 / n for a head that names a random
+    candidate, and 1 / (n - 1) under shuffled orders for a head that never names the token itself.
+
+    Example: a head whose table maps i to i + 1 scores 1.0 on ``arange(n)``; a copying head scores 0.0.
+    """
+    n = table.shape[-1]
+    if table.ndim < 2 or table.shape[-2] != n:
+        raise ValueError(f"table must be [..., n, n] (sources and candidates are the same tokens); "
+                         f"got {tuple(table.shape)}")
+    orders = torch.as_tensor(orders, dtype=torch.long)
+    if orders.ndim == 1:
+        orders = orders[None]
+    expected = torch.arange(n).expand_as(orders)
+    if orders.ndim != 2 or orders.shape[1] != n or not torch.equal(orders.sort(-1).values, expected):
+        raise ValueError(f"each order must be a permutation of 0..{n - 1} (one per row); got shape "
+                         f"{tuple(orders.shape)}")
+    top = table.argmax(-1)  # [..., n]: each source's favourite candidate
+    sources, successors = orders[:, :-1], orders[:, 1:]  # [order, n - 1]
+    hits = top[..., sources] == successors  # [..., order, n - 1]
+    return hits.float().mean(-1).movedim(-1, 0)

@@ -29,11 +29,12 @@ from helpers.checks import (
     semantic_induction,
     sentiment,
     subwords,
+    successor,
     syntax,
 )
 
 __all__ = ["atlas", "fact_sources", "ioi", "mcq", "mcq_answers", "patterns", "positional", "rare_words", "recall",
-           "retrieval", "semantic_induction", "sentiment", "subwords", "syntax", "verdict", "NOT_ATTEMPTED", "NOT_YET"]
+           "retrieval", "semantic_induction", "sentiment", "subwords", "successor", "syntax", "verdict", "NOT_ATTEMPTED", "NOT_YET"]
 
 NOT_ATTEMPTED = "Not attempted yet"
 NOT_YET = "Not yet"

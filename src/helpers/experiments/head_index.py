@@ -219,6 +219,15 @@ NAMINGS: tuple[Naming, ...] = (
     *_named(_GPT2, "induction_heads", "published induction head (tutorials' five; IOI induction class, Wang et al.)",
             "L5H5", "L6H9"),
     *_named(_GPT2, "induction_heads", f"published induction head of the IOI circuit {_WANG}", "L5H8", "L5H9"),
+    # successor_heads
+    Naming(_SMOL, "L23H3", "successor_heads",
+           "top succession score (0.18, under the bar); suppresses the item it reads; ablation hurts"),
+    *_named(_SMOL, "successor_heads", "top three by succession score (under the bar); alone, its ablation does nothing",
+            "L28H8", "L1H1"),
+    Naming(_GEMMA, "L7H2", "successor_heads", "top succession score (0.16, under the bar); top-3 ablation does nothing"),
+    *_named(_GEMMA, "successor_heads", "top three by succession score (under the bar); top-3 ablation does nothing",
+            "L0H0", "L2H0"),
+    Naming(_GPT2, "L9H1", "successor_heads", "published successor head (Gould et al.; blog post on time in GPT-2)"),
     # inhibition_heads
     Naming(_SMOL, "L20H0", "inhibition_heads", "S-inhibition head, the dominant one (shift +0.22 to +0.32)"),
     Naming(_SMOL, "L19H2", "inhibition_heads", "S-inhibition head (shift +0.06 to +0.12); with L20H0 above 0.3"),

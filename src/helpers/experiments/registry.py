@@ -35,6 +35,7 @@ from helpers.experiments import (
     semantic_induction,
     sentiment,
     subwords,
+    successor,
     syntax,
     yesno,
 )
@@ -219,6 +220,13 @@ FAMILIES: tuple[Family, ...] = (
            "prefix-matching score on repeated random tokens, mean ablation, a toy trained from scratch", induction,
            "share of attention from a token to the key after its earlier occurrence (prefix matching)",
            f"score >= {induction.THRESHOLD} and >= twice the head's own score on the control", "induction"),
+    Family("successor", "Successor head", "Latent Reasoning", "successor_heads", ("gould2024successor",),
+           "effective OV circuit (block 0 -> head OV -> unembedding) against shuffled orders, mean ablation "
+           "against random heads, held-out tasks", successor,
+           "succession score: share of task tokens (digits, number words, days, months) whose top effective-OV "
+           "output among the task's tokens is their successor",
+           f"score above the {successor.QUANTILE:.0%} quantile, over shuffled orders, of the best head's score",
+           "successor"),
     Family("inhibition", "Inhibition (suppression) head", "Latent Reasoning", "inhibition_heads",
            ("wang2023ioi", "kim2024syllogistic"), "path patching into the name movers' queries", inhibition,
            "shift of the name movers' attention (END -> S) - (END -> IO) when the head is path-patched alone",
