@@ -19,6 +19,7 @@ from helpers.checks import (
     atlas,
     fact_sources,
     ioi,
+    iteration,
     mcq,
     mcq_answers,
     patterns,
@@ -32,7 +33,7 @@ from helpers.checks import (
     syntax,
 )
 
-__all__ = ["atlas", "fact_sources", "ioi", "mcq", "mcq_answers", "patterns", "positional", "rare_words", "recall",
+__all__ = ["atlas", "fact_sources", "ioi", "iteration", "mcq", "mcq_answers", "patterns", "positional", "rare_words", "recall",
            "retrieval", "semantic_induction", "sentiment", "subwords", "syntax", "verdict", "NOT_ATTEMPTED", "NOT_YET"]
 
 NOT_ATTEMPTED = "Not attempted yet"
