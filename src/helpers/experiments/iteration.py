@@ -425,9 +425,13 @@ def parity_gate(cot: TrainedToy, no_cot: TrainedToy, sequences: tuple[IterationB
                                 metric_name="final answer right, CoT toy", null_name="toy trained without CoT")
 
 
-def study(config: toy.ToyConfig = ITERATION_TOY, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
+def study(model: toy.ToyConfig = ITERATION_TOY, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
     """Train the CoT and no-CoT toys (one per seed in ``sizes.seeds``, or load them), then per seed: the gate
-    on the longest sequences, the screen, every single-head ablation and the screen on the held-out task."""
+    on the longest sequences, the screen, every single-head ablation and the screen on the held-out task.
+
+    ``model`` is the toy's configuration (its ``seed`` is replaced by each of ``sizes.seeds``): the one API of
+    the experiments, where a toy family's "model" is the one it trains."""
+    config = model
     train = dataclasses.replace(ITERATION_TRAIN, steps=sizes.steps)
     cot = train_toys(PARITY, seeds=sizes.seeds, config=config, train_config=train)
     no_cot = train_toys(dataclasses.replace(PARITY, cot=False), seeds=sizes.seeds, config=config, train_config=train)
