@@ -60,10 +60,23 @@ def test_every_study_runs_on_a_tiny_model_and_fills_a_findings_row(tiny_smol, na
     assert list(findings_table(done).index) == ["tiny-smol"]
 
 
+TOY = {  # module -> sizes for experiments whose study trains toy models instead of reading a pretrained one
+    "iteration": dict(seeds=(0,), steps=20, probe=8, gate=8, heldout=8),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TOY))
+def test_every_toy_study_trains_and_fills_a_findings_row(name):
+    module = importlib.import_module(f"helpers.experiments.{name}")
+    done = module.study(sizes=module.Sizes(**TOY[name]), seed=0)
+    assert isinstance(done, module.Study) and done.model.startswith("toy")
+    assert list(findings_table(done).index) == [done.model] and len(done.row()) >= 3
+
+
 def test_every_experiment_with_a_study_is_smoke_tested():
     from pathlib import Path
 
     folder = Path(importlib.import_module("helpers.experiments").__file__).parent
     with_study = {p.stem for p in folder.glob("*.py")
                   if hasattr(importlib.import_module(f"helpers.experiments.{p.stem}"), "study")}
-    assert with_study == set(SMALL), f"studies without a smoke test: {with_study - set(SMALL)}"
+    assert with_study == set(SMALL) | set(TOY), f"studies without a smoke test: {with_study - set(SMALL) - set(TOY)}"

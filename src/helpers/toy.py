@@ -1,7 +1,9 @@
 """Small transformers for the survey's "simplified model training": the model, read and patched without hooks.
 
 ``AttentionOnlyTransformer``: token + positional embeddings, attention-only residual blocks with a
-causal mask, an unembedding. Weights are seeded from ``ToyConfig.seed``; per-head weights are exposed as
+causal mask, an unembedding. ``ToyConfig(d_mlp=...)`` adds a ReLU MLP after attention (in every layer,
+or in ``mlp_layers``) for tasks whose step needs a non-linear function of what the heads gathered (the
+iteration toy's parity). Weights are seeded from ``ToyConfig.seed``; per-head weights are exposed as
 stacked ``[layer, head, ...]`` tensors for OV/QK analysis. ``run_with_heads`` returns a ``ToyRun`` with
 every head's output and the residual stream, and applies ``HeadPatch`` / ``ResidPatch`` replacements
 (activation and path patching, mean ablation) without hooks. Training and the induction toy's data are
@@ -38,6 +40,8 @@ class ToyConfig:
     layer_norm: bool = False  # off keeps the residual stream linear, so OV/QK circuits read directly
     init_std: float = 0.02
     seed: int = 0
+    d_mlp: int = 0  # 0: attention only; > 0: a ReLU MLP of this width after attention in `mlp_layers`
+    mlp_layers: tuple[int, ...] | None = None  # the layers that get an MLP when d_mlp > 0; None: every layer
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,8 @@ class ToyRun:
     """Everything one ``run_with_heads`` pass exposes.
 
     ``head_outputs[l, :, h]`` is what head (l, h) adds to the residual stream, so with ``layer_norm=False``
-    ``resid[-1] = resid[0] + head_outputs.sum((0, 2))`` and ``logits = resid[-1] @ W_U`` exactly.
+    and no MLP ``resid[-1] = resid[0] + head_outputs.sum((0, 2))`` and ``logits = resid[-1] @ W_U`` exactly
+    (with ``d_mlp > 0`` the MLPs' writes add to that sum).
     ``resid[l]`` is the stream entering layer l; ``resid[n_layers]`` the one the unembedding reads.
     """
 
@@ -151,8 +156,26 @@ class Attention(nn.Module):
         return torch.einsum("bhqe,hed->bqd", pattern @ v, self.W_O), pattern
 
 
+class MLP(nn.Module):
+    """``W_out relu(W_in x + b_in) + b_out``: the optional feed-forward half of a block (``ToyConfig.d_mlp``)."""
+
+    def __init__(self, config: ToyConfig, generator: torch.Generator) -> None:
+        super().__init__()
+        d, m = config.d_model, config.d_mlp
+        self.W_in = nn.Parameter(torch.randn(d, m, generator=generator) * config.init_std)
+        self.b_in = nn.Parameter(torch.zeros(m))
+        self.W_out = nn.Parameter(torch.randn(m, d, generator=generator) * config.init_std)
+        self.b_out = nn.Parameter(torch.zeros(d))
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        return torch.relu(x @ self.W_in + self.b_in) @ self.W_out + self.b_out
+
+
 class AttentionOnlyTransformer(nn.Module):
     """Embeddings, ``n_layers`` blocks ``resid += attn(ln(resid))``, then ``logits = ln(resid) @ W_U``.
+
+    With ``config.d_mlp > 0`` each block also adds ``resid += mlp(ln_mlp(resid))`` after its attention
+    (despite the class name: one toy class, so every analysis helper reads both kinds).
 
     Per-head weights, stacked over layers (read-only views for analysis):
     ``W_Q``, ``W_K``, ``W_V``: ``[layer, head, d_model, d_head]``;
@@ -166,6 +189,13 @@ class AttentionOnlyTransformer(nn.Module):
         for name in ("vocab_size", "n_ctx", "n_layers", "n_heads", "d_model", "d_head"):
             if getattr(config, name) < 1:
                 raise ValueError(f"ToyConfig.{name} must be a positive integer, got {getattr(config, name)}.")
+        if config.d_mlp < 0:
+            raise ValueError(f"ToyConfig.d_mlp must be 0 (no MLP) or a positive width, got {config.d_mlp}.")
+        if config.mlp_layers is not None and (
+                len(set(config.mlp_layers)) != len(config.mlp_layers)
+                or not all(0 <= layer < config.n_layers for layer in config.mlp_layers)):
+            raise ValueError(f"ToyConfig.mlp_layers must list distinct layers in 0..{config.n_layers - 1}, "
+                             f"got {config.mlp_layers}; None puts an MLP in every layer.")
         self.config = config
         generator = torch.Generator().manual_seed(config.seed)
         std = config.init_std
@@ -176,6 +206,12 @@ class AttentionOnlyTransformer(nn.Module):
         norm = (lambda: nn.LayerNorm(config.d_model)) if config.layer_norm else nn.Identity
         self.ln = nn.ModuleList(norm() for _ in range(config.n_layers))
         self.ln_final = norm()
+        # Built last, from the same generator: a model without MLPs gets the same weights as before they existed.
+        self.mlp_layers = tuple(range(config.n_layers)) if config.mlp_layers is None else tuple(config.mlp_layers)
+        if not config.d_mlp:
+            self.mlp_layers = ()
+        self.mlps = nn.ModuleDict({str(layer): MLP(config, generator) for layer in self.mlp_layers})
+        self.ln_mlp = nn.ModuleDict({str(layer): norm() for layer in self.mlp_layers})
 
     def forward(self, tokens: Int[Tensor, "batch pos"], return_patterns: bool = False, *, check: bool = True
                 ) -> Float[Tensor, "batch pos d_vocab"] | tuple[
@@ -190,9 +226,9 @@ class AttentionOnlyTransformer(nn.Module):
         # thread-dependent order on CPU, which breaks bit-identical reruns with more than one thread.
         resid = F.embedding(tokens, self.embed) + self.pos_embed[: tokens.shape[1]]
         patterns = []
-        for ln, attn in zip(self.ln, self.blocks):
+        for layer, (ln, attn) in enumerate(zip(self.ln, self.blocks)):
             out, pattern = attn(ln(resid))
-            resid = resid + out
+            resid = self._mlp(layer, resid + out)
             patterns.append(pattern)
         logits = self.ln_final(resid) @ self.unembed
         return (logits, torch.stack(patterns)) if return_patterns else logits
@@ -224,7 +260,7 @@ class AttentionOnlyTransformer(nn.Module):
             per_head, pattern = attn.per_head(ln(resid))  # [batch, head, pos, d_model]
             if head_patch is not None:
                 per_head = head_patch.apply(layer, per_head)
-            resid = resid + per_head.sum(dim=1)
+            resid = self._mlp(layer, resid + per_head.sum(dim=1))
             patterns.append(pattern)
             outputs.append(per_head)
         if resid_patch is not None and resid_patch.layer == self.config.n_layers:
@@ -232,6 +268,12 @@ class AttentionOnlyTransformer(nn.Module):
         resids.append(resid)
         return ToyRun(logits=self.ln_final(resid) @ self.unembed, patterns=torch.stack(patterns),
                       head_outputs=torch.stack(outputs), resid=torch.stack(resids))
+
+    def _mlp(self, layer: int, resid: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        """The residual stream after layer `layer`'s MLP (unchanged when the model has none)."""
+        if layer not in self.mlp_layers:
+            return resid
+        return resid + self.mlps[str(layer)](self.ln_mlp[str(layer)](resid))
 
     def _check_tokens(self, tokens: Tensor) -> None:
         if tokens.ndim != 2 or tokens.dtype not in (torch.int64, torch.int32):

@@ -19,6 +19,7 @@ from helpers.checks import (
     atlas,
     fact_sources,
     ioi,
+    iteration,
     mcq,
     mcq_answers,
     patterns,
@@ -33,8 +34,9 @@ from helpers.checks import (
     syntax,
 )
 
-__all__ = ["atlas", "fact_sources", "ioi", "mcq", "mcq_answers", "patterns", "positional", "rare_words", "recall",
-           "retrieval", "semantic_induction", "sentiment", "subwords", "successor", "syntax", "verdict", "NOT_ATTEMPTED", "NOT_YET"]
+__all__ = ["atlas", "fact_sources", "ioi", "iteration", "mcq", "mcq_answers", "patterns", "positional",
+           "rare_words", "recall", "retrieval", "semantic_induction", "sentiment", "subwords", "successor", "syntax",
+           "verdict", "NOT_ATTEMPTED", "NOT_YET"]
 
 NOT_ATTEMPTED = "Not attempted yet"
 NOT_YET = "Not yet"

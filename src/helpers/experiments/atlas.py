@@ -29,7 +29,9 @@ Two kinds of family:
 Not in it: the correct head (its page screens layers by vocabulary projection, not heads), the letter mover
 (attribution patching on acronyms), the associative memories (a toy trained on the page), and the inhibition
 and backup families (path patching and knockouts of the heads other screens find), and the global retrieval
-head (a test of head sets, ranked by the retrieval score, not a screen of single heads). The positional,
+head (a test of head sets, ranked by the retrieval score, not a screen of single heads). Not in it yet: the
+successor head (a weight reading through block 0 whose rule no head meets in either model) and the iteration
+head (toys trained on its page, like the associative memories). The positional,
 subword merge and syntactic heads read prose and templated sentences, so they are task families here: they
 need a tokenizer that a toy does not have. The atlas lists the positional page's offset heads only, not the
 heads that rest on the first position (`positional_screens` says why).

@@ -23,6 +23,7 @@ from helpers.experiments import (
     global_retrieval,
     induction,
     inhibition,
+    iteration,
     mcq,
     mover,
     name_movers,
@@ -236,6 +237,12 @@ FAMILIES: tuple[Family, ...] = (
            _MCQ_SCORE.format(what="label tokens"),
            _MCQ_FLOOR.format(what="labels") + ", more than 60 % of it on the correct label, above the 95th "
            "percentile of every head's share on a decoy, and a positive DLA for the correct letter"),
+    Family("iteration", "Iteration head", "Latent Reasoning", "iteration_heads", ("cabannes2024iteration",),
+           "toy transformers trained in the notebook on parity with a chain of thought (five seeds); zero "
+           "ablation of every head; held-out task", iteration,
+           "share of attention from the position predicting state s_t on input x_t, against the same share on "
+           "x_(t-1) and x_(t+1)",
+           f"score >= {iteration.THRESHOLD} and >= {iteration.CONTROL_RATIO:g} times the larger shifted score"),
     # Expression Preparation
     Family("amplification", "Amplification head", "Expression Preparation", "amplification_heads",
            ("lieberum2023chinchilla",), "DLA of the correct letter with a decoy control, patching in a toy", mcq,
