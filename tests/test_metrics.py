@@ -161,3 +161,10 @@ def test_version_stamp_of_a_hub_model_says_where_it_came_from():
 def test_version_stamp_of_an_unknown_model_lists_the_registered_ones():
     with pytest.raises(KeyError, match="unknown model 'gpt-17'.*smollm2-135m"):
         models.version_stamp("gpt-17", 0)
+
+
+def test_version_stamp_of_a_toy_names_where_its_weights_came_from_without_the_registry():
+    stamp = models.version_stamp("parity-toy", 3, source="trained on this page")
+    assert stamp.startswith("model parity-toy (trained on this page) | seed 3 | Python ")
+    with pytest.raises(ValueError, match="where the weights came from"):
+        models.version_stamp("parity-toy", 3, source=" ")

@@ -265,14 +265,21 @@ def _boot_folder(folder: Path, spec: ModelSpec, device: str) -> TransformerBridg
     return TransformerBridge.boot_transformers(str(folder), device=device)
 
 
-def version_stamp(name: str, seed: int) -> str:
-    """One line for a notebook's header: model, seed, and the versions that produced the numbers."""
+def version_stamp(name: str, seed: int, *, source: str | None = None) -> str:
+    """One line for a notebook's header: model, seed, and the versions that produced the numbers.
+
+    `source` names where an unregistered model came from (a toy trained on the page); a registered
+    model's source is its package and version, or the Hub.
+    """
     import platform
 
     versions = {package: importlib.metadata.version(package)
                 for package in ("torch", "transformer-lens", "transformers", "attention-heads-helpers")}
-    spec = get_spec(name)
-    source = f"{spec.package}=={model_cache.package_version(spec)}" if spec.offline else "Hugging Face Hub"
+    if source is None:
+        spec = get_spec(name)
+        source = f"{spec.package}=={model_cache.package_version(spec)}" if spec.offline else "Hugging Face Hub"
+    elif not source.strip() or ")" in source:
+        raise ValueError(f"source {source!r}: say in a few words where the weights came from, without ')'")
     listed = ", ".join(f"{package} {version}" for package, version in versions.items())
     return f"model {name} ({source}) | seed {seed} | Python {platform.python_version()} | {listed} | device {default_device()}"
 
