@@ -15,7 +15,7 @@ Two kinds of family:
 - **Task families** (memory, context, negative, mover, name mover and negative name mover heads; positional,
   subword merge, syntactic, rare words, retrieval, sentiment summarizer, semantic induction, subject and
   relation heads; and the five multiple-choice families: constant, single letter, content gatherer, correct
-  letter, amplification heads), defined by a task's
+  letter, amplification heads; and the successor head), defined by a task's
   direct effect, by attention on a task's tokens, or, for the multiple-choice families, by END's attention on
   the options. Each runs its page's behaviour gate and screen with the page's functions, sizes and
   seeds, and picks the heads its page's screen picks (`TaskScreen`); families that read the same task share
@@ -29,9 +29,9 @@ Two kinds of family:
 Not in it: the correct head (its page screens layers by vocabulary projection, not heads), the letter mover
 (attribution patching on acronyms), the associative memories (a toy trained on the page), and the inhibition
 and backup families (path patching and knockouts of the heads other screens find), and the global retrieval
-head (a test of head sets, ranked by the retrieval score, not a screen of single heads). Not in it yet: the
-successor head (a weight reading through block 0 whose rule no head meets in either model) and the iteration
-head (toys trained on its page, like the associative memories). The positional,
+head (a test of head sets, ranked by the retrieval score, not a screen of single heads), and the iteration
+head (toys trained on its page, like the associative memories). The successor head is screened through its
+weights (block 0, the head's OV, the unembedding), and no head meets its rule in either model. The positional,
 subword merge and syntactic heads read prose and templated sentences, so they are task families here: they
 need a tokenizer that a toy does not have. The atlas lists the positional page's offset heads only, not the
 heads that rest on the first position (`positional_screens` says why).
@@ -90,6 +90,7 @@ from helpers.experiments import (
     semantic_induction,
     sentiment,
     subwords,
+    successor,
     syntax,
     yesno,
 )
@@ -192,7 +193,8 @@ UNITS = {"previous_token": "share of attention", "duplicate": "share of attentio
          "amplification": "logit", "rare_words": "share of argmax choices", "retrieval": "retrieval score",
          "sentiment_summarizer": "shift along d", "semantic_induction": "relation index",
          "subject": "logit", "relation": "logit", "positional": "share of argmax choices",
-         "subword_merge": "share of attention", "syntactic": "accuracy above baseline"}
+         "subword_merge": "share of attention", "syntactic": "accuracy above baseline",
+         "successor": "share of tokens mapped to their successor"}
 
 
 @dataclass(frozen=True)
@@ -359,6 +361,16 @@ def semantic_induction_screens(model: TransformerBridge, *, seed: int) -> dict[s
     return {"semantic_induction": _gated("semantic_induction", found.index, found.passing, gate.gate)}
 
 
+def successor_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """Successor heads: the succession score of each head's effective OV (block 0, head OV, unembedding) on the
+    page's four ordinal tasks, passing above the 95 % quantile of the best head over shuffled orders
+    (`successor.screen`), gated by the incrementing gate, with the seeds and sizes `successor.study` uses."""
+    sizes = successor.Sizes()
+    gate = successor.gate(model, context=sizes.context, seed=seed)
+    found = successor.screen(model, n_shuffles=sizes.n_shuffles, seed=seed + 10)
+    return {"successor": _gated("successor", found.scores, found.passing, gate)}
+
+
 def fact_source_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
     """Subject and relation heads from one source-split attribution pass over the facts the model knows
     (`fact_sources.run_pass`, classified by `fact_sources.classify` as the pages do)."""
@@ -382,11 +394,11 @@ def fact_source_screens(model: TransformerBridge, *, seed: int) -> dict[str, Tas
 TASK_SCREENS: tuple[Callable[..., dict[str, TaskScreen]], ...] = (
     conflict_screens, negative_screens, mcq_screens, positional_screens, subword_screens, syntactic_screens,
     rare_words_screens, retrieval_screens, sentiment_screens, semantic_induction_screens, fact_source_screens,
-    mover_screens, ioi_screens)
+    mover_screens, ioi_screens, successor_screens)
 TASK_FAMILIES = ("memory", "context", "constant", "single_letter", "negative", "positional", "subword_merge",
                  "syntactic", "rare_words", "retrieval",
                  "sentiment_summarizer", "semantic_induction", "subject", "relation", "mover", "name_mover",
-                 "negative_name_mover", "content_gatherer", "correct_letter", "amplification")
+                 "negative_name_mover", "content_gatherer", "successor", "correct_letter", "amplification")
 # Families defined by the form of the text, whatever it says: where a head attends by position, to a repeated
 # token, within a word, along a grammatical arc, or to what followed an earlier copy. The rest are defined by a
 # task's content or answer.
@@ -528,7 +540,7 @@ FAMILY_COLORS = {"previous_token": "#8172b3", "duplicate": "#937860", "induction
                  "amplification": "#666666", "rare_words": "#b3de69", "retrieval": "#fb8072",
                  "sentiment_summarizer": "#fdb462", "semantic_induction": "#80b1d3", "subject": "#bc80bd",
                  "relation": "#8dd3c7", "positional": "#000000", "subword_merge": "#b15928",
-                 "syntactic": "#ffed6f"}
+                 "syntactic": "#ffed6f", "successor": "#6a3d9a"}
 
 
 def relative_depth(head: heads.Head, n_layers: int) -> float:
