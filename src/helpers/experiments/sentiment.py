@@ -114,9 +114,11 @@ def read(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], where: Sequ
     return Read(tuple(index), stack("resid"), stack("z"), stack("pattern"), store[("final", 0)])
 
 
-def sentiment_difference(model: TransformerBridge, final: Float[Tensor, "... d_model"]) -> Float[Tensor, "..."]:
-    """Mean logit of the positive answer words minus mean logit of the negative ones (`reviews.answer_ids`)."""
-    good, bad = reviews.answer_ids(model)
+def sentiment_difference(model: TransformerBridge, final: Float[Tensor, "... d_model"],
+                         pairs: Sequence[tuple[str, str]] = reviews.ANSWER_PAIRS) -> Float[Tensor, "..."]:
+    """Mean logit of the positive answer words minus mean logit of the negative ones (`reviews.answer_ids`;
+    the summary-reader page passes its mood words as `pairs`)."""
+    good, bad = reviews.answer_ids(model, pairs)
     logits = readout.logits(model, final, torch.cat([good, bad]))  # [..., 2 * pairs]
     return logits[..., :len(good)].mean(-1) - logits[..., len(good):].mean(-1)
 
