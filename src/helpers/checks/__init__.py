@@ -31,11 +31,13 @@ from helpers.checks import (
     sentiment,
     subwords,
     successor,
+    summary_reader,
     syntax,
 )
 
 __all__ = ["atlas", "fact_sources", "ioi", "iteration", "mcq", "mcq_answers", "patterns", "positional",
-           "rare_words", "recall", "retrieval", "semantic_induction", "sentiment", "subwords", "successor", "syntax",
+           "rare_words", "recall", "retrieval", "semantic_induction", "sentiment", "subwords", "successor", "summary_reader",
+           "syntax",
            "verdict", "NOT_ATTEMPTED", "NOT_YET"]
 
 NOT_ATTEMPTED = "Not attempted yet"
