@@ -37,6 +37,7 @@ from helpers.experiments import (
     sentiment,
     subwords,
     successor,
+    summary_reader,
     syntax,
     yesno,
 )
@@ -217,6 +218,14 @@ FAMILIES: tuple[Family, ...] = (
            _MCQ_FLOOR.format(what="contents") + ", more than 60 % of it on the correct one, above the 95th "
            "percentile of every head's share on a decoy"),
     # Latent Reasoning
+    Family("summary_reader", "Summary reader", "Latent Reasoning", "summary_reader_heads", ("tigges2023linear",),
+           "ToyMoodStory; attribution patching of each head's values at the summary positions from the "
+           "swapped story; patching at END and by source route against random heads; held-out story frame",
+           summary_reader,
+           "estimated drop of the signed mood difference when the head's values at the summary positions "
+           "(comma, period) come from the story with the characters' sentiments swapped",
+           f"above the {summary_reader.NULL_QUANTILE:.0%} quantile of all heads' scores and at least "
+           f"{summary_reader.MIN_SHARE:.0%} of the strongest"),
     Family("induction", "Induction head", "Latent Reasoning", "induction_heads", ("olsson2022induction",),
            "prefix-matching score on repeated random tokens, mean ablation, a toy trained from scratch", induction,
            "share of attention from a token to the key after its earlier occurrence (prefix matching)",

@@ -427,7 +427,6 @@ class Study:
             return row
         row["top heads (via summary)"] = heads.labels(self.screen.top(3), self.screen.scores)
         row["passing heads"] = len(self.screen.passing)
-        row["DLA share via summary"] = f"{self.screen.summary_share(self.found):.0%}"
         if self.patching is not None:
             row["patch top-k at END (share)"] = f"{-self.patching.top.mean / self.patching.clean.mean:.0%}"
             row["random-k (p)"] = self.patching.draws_summary()
