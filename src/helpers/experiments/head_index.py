@@ -219,6 +219,13 @@ NAMINGS: tuple[Naming, ...] = (
     *_named(_GPT2, "induction_heads", "published induction head (tutorials' five; IOI induction class, Wang et al.)",
             "L5H5", "L6H9"),
     *_named(_GPT2, "induction_heads", f"published induction head of the IOI circuit {_WANG}", "L5H8", "L5H9"),
+    # summary_reader_heads
+    *_named(_SMOL, "summary_reader_heads",
+            "summary reader (top 3 by summary route); END patching beats 100 random triples",
+            "L18H4", "L18H3", "L21H1"),
+    *_named(_GEMMA, "summary_reader_heads",
+            "top 3 by summary route; END patching p = 0.04, not significant at 0.01",
+            "L10H0", "L10H2", "L10H3"),
     # successor_heads
     Naming(_SMOL, "L23H3", "successor_heads",
            "top succession score (0.18, under the bar); suppresses the item it reads; ablation hurts"),
