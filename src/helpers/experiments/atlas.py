@@ -15,7 +15,7 @@ Two kinds of family:
 - **Task families** (memory, context, negative, mover, name mover and negative name mover heads; positional,
   subword merge, syntactic, rare words, retrieval, sentiment summarizer, semantic induction, subject and
   relation heads; and the five multiple-choice families: constant, single letter, content gatherer, correct
-  letter, amplification heads; and the successor head), defined by a task's
+  letter, amplification heads; and the successor and summary reader heads), defined by a task's
   direct effect, by attention on a task's tokens, or, for the multiple-choice families, by END's attention on
   the options. Each runs its page's behaviour gate and screen with the page's functions, sizes and
   seeds, and picks the heads its page's screen picks (`TaskScreen`); families that read the same task share
@@ -91,6 +91,7 @@ from helpers.experiments import (
     sentiment,
     subwords,
     successor,
+    summary_reader,
     syntax,
     yesno,
 )
@@ -194,7 +195,8 @@ UNITS = {"previous_token": "share of attention", "duplicate": "share of attentio
          "sentiment_summarizer": "shift along d", "semantic_induction": "relation index",
          "subject": "logit", "relation": "logit", "positional": "share of argmax choices",
          "subword_merge": "share of attention", "syntactic": "accuracy above baseline",
-         "successor": "share of tokens mapped to their successor"}
+         "successor": "share of tokens mapped to their successor",
+         "summary_reader": "signed mood difference via the summary positions"}
 
 
 @dataclass(frozen=True)
@@ -371,6 +373,18 @@ def successor_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskS
     return {"successor": _gated("successor", found.scores, found.passing, gate)}
 
 
+def summary_reader_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """Summary readers: each head's attributed share of the mood carried from the summary positions' values
+    to the last token (`summary_reader.screen`), passing its rule (top quantile of all heads and a share of
+    the strongest), gated by the mood-story gate, with the seeds and sizes `summary_reader.study` uses."""
+    sizes = summary_reader.Sizes()
+    gate = summary_reader.gate(model, n=sizes.gate_stories, seed=seed)
+    if not gate.passed:
+        return {"summary_reader": _empty(model, "summary_reader", gate.summary())}
+    found = summary_reader.screen(model, n=sizes.screen_stories, seed=seed + 10, n_null=sizes.null_draws)
+    return {"summary_reader": _gated("summary_reader", found.scores, found.passing, gate)}
+
+
 def fact_source_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
     """Subject and relation heads from one source-split attribution pass over the facts the model knows
     (`fact_sources.run_pass`, classified by `fact_sources.classify` as the pages do)."""
@@ -394,11 +408,12 @@ def fact_source_screens(model: TransformerBridge, *, seed: int) -> dict[str, Tas
 TASK_SCREENS: tuple[Callable[..., dict[str, TaskScreen]], ...] = (
     conflict_screens, negative_screens, mcq_screens, positional_screens, subword_screens, syntactic_screens,
     rare_words_screens, retrieval_screens, sentiment_screens, semantic_induction_screens, fact_source_screens,
-    mover_screens, ioi_screens, successor_screens)
+    mover_screens, ioi_screens, successor_screens, summary_reader_screens)
 TASK_FAMILIES = ("memory", "context", "constant", "single_letter", "negative", "positional", "subword_merge",
                  "syntactic", "rare_words", "retrieval",
                  "sentiment_summarizer", "semantic_induction", "subject", "relation", "mover", "name_mover",
-                 "negative_name_mover", "content_gatherer", "successor", "correct_letter", "amplification")
+                 "negative_name_mover", "content_gatherer", "successor", "summary_reader", "correct_letter",
+                 "amplification")
 # Families defined by the form of the text, whatever it says: where a head attends by position, to a repeated
 # token, within a word, along a grammatical arc, or to what followed an earlier copy. The rest are defined by a
 # task's content or answer.
@@ -540,7 +555,7 @@ FAMILY_COLORS = {"previous_token": "#8172b3", "duplicate": "#937860", "induction
                  "amplification": "#666666", "rare_words": "#b3de69", "retrieval": "#fb8072",
                  "sentiment_summarizer": "#fdb462", "semantic_induction": "#80b1d3", "subject": "#bc80bd",
                  "relation": "#8dd3c7", "positional": "#000000", "subword_merge": "#b15928",
-                 "syntactic": "#ffed6f", "successor": "#6a3d9a"}
+                 "syntactic": "#ffed6f", "successor": "#6a3d9a", "summary_reader": "#e31a1c"}
 
 
 def relative_depth(head: heads.Head, n_layers: int) -> float:

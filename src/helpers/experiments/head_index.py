@@ -342,6 +342,8 @@ NAMINGS: tuple[Naming, ...] = (
     Naming(_GEMMA, "L12H1", "head_atlas", "five atlas screens: context, mover, name mover, semantic induction, subject"),
     Naming(_SMOL, "L8H1", "head_atlas", "not a duplicate head on the atlas's far random repeats"),
     *_named(_SMOL, "head_atlas", "duplicate head on the atlas's random repeats, not on its page", "L9H2", "L14H3"),
+    *_named(_SMOL, "head_atlas", "summary reader in the atlas, level in depth with the induction heads",
+            "L18H4", "L18H3", "L21H1"),
 )
 
 
