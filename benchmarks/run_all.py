@@ -38,6 +38,7 @@ def main() -> None:
         ["scores.py"],
         ["ablation.py"] + (["--full"] if args.full_ablation else []),
         ["patching.py"],
+        ["end_patching.py"],
         ["atlas.py"],
         ["store.py"],
     ]

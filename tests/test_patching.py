@@ -175,3 +175,32 @@ def test_bad_inputs_raise_clear_errors(three_layer_llama):
         patching.patched_final(model, tokens, clean_z, [[(3, 0)]])
     with pytest.raises(ValueError, match="before the first receiver"):
         patching.path_patched_receivers(model, tokens, clean_z, [[(2, 0)]], [(1, 0)])
+
+
+def _end_only_source(model, tokens, other):
+    """Clean head outputs everywhere but END, where they come from `other` (a prompt of the same length)."""
+    source = patching.head_outputs(model, tokens).clone()
+    source[:, :, -1] = patching.head_outputs(model, other)[:, :, -1]
+    return source
+
+
+@pytest.mark.parametrize("fixture", ["tiny_gpt2", "tiny_llama_gqa"])
+def test_end_patching_from_a_cached_prefix_matches_full_passes(fixture, request):
+    model = request.getfixturevalue(fixture)
+    tokens = _prompts(model, 0, length=7)
+    source = _end_only_source(model, tokens, _prompts(model, 1, length=7))
+    sets = [[], [(0, 1)], [(1, 0), (1, 3)], [(0, 0), (1, 2)]]
+    full = patching.patched_final(model, tokens, source, sets)
+    cached = patching.patched_final_at_end(model, tokens, source, sets, max_rows=6)  # several chunks
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(full[2], full[0], atol=1e-4)  # the patch changes something to compare
+
+
+def test_end_patching_refuses_a_source_that_changes_the_prefix(tiny_llama_gqa):
+    model = tiny_llama_gqa
+    tokens, other = _prompts(model, 0), _prompts(model, 1)
+    whole_twin = patching.head_outputs(model, other)
+    with pytest.raises(ValueError, match="before END"):
+        patching.patched_final_at_end(model, tokens, whole_twin, [[(0, 1)]])
+    with pytest.raises(ValueError, match="at least two positions"):
+        patching.patched_final_at_end(model, tokens[:, :1], whole_twin[:, :, :1], [[(0, 1)]])

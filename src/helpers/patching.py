@@ -6,7 +6,8 @@ Patching asks a counterfactual question: if this head had computed what it compu
 - `patched_final`: each head set's ``hook_z`` is replaced by the source run's, one set per copy of the
   batch. With ``path=True`` every *other* head is frozen at its clean output, so only the direct paths
   from the senders to the logits (through MLPs and norms, not through later heads) change: Wang et al.'s
-  path patching to the logits.
+  path patching to the logits. `patched_final_at_end` gives the same numbers for a source that differs from
+  the clean run at END only, caching the clean prefix's keys and values and running END alone per set.
 - `path_patched_receivers`: the same sender change, but it reaches the model only through chosen
   receiver heads' *queries* at END (Wang et al.'s sender -> receiver-query patching; how S-inhibition heads
   were found). Returns the receivers' attention rows and the final residual of the second pass.
@@ -20,6 +21,7 @@ needs two columns of the unembedding (`helpers.readout.logit_difference`), not G
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -138,6 +140,57 @@ class PathResult:
 
     final: Float[Tensor, "set batch d_model"]
     attention: Float[Tensor, "set receiver batch key"]
+
+
+@torch.no_grad()
+def patched_final_at_end(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
+                         source_z: Float[Tensor, "layer batch pos head d_head"], head_sets: Sequence[Sequence[Head]],
+                         *, max_rows: int | None = None, atol: float = 1e-4) -> Float[Tensor, "set batch d_model"]:
+    """`patched_final` for a source that differs from the clean run at END only, computed from one clean pass
+    over the prefix (every position but END) and, per head set, a pass over END alone that reads the
+    prefix's keys and values from the model's KV cache.
+
+    Causal attention makes this exact: no earlier position sees END, so a patch at END leaves the prefix as
+    it was. Per set it costs one position instead of all of them. Sources that patch earlier positions too
+    (a whole twin prompt, path patching) need `patched_final`; this function checks the prefix and refuses.
+    """
+    check_tokens(model, tokens)
+    _check_source(model, tokens, source_z)
+    if len(head_sets) == 0:
+        raise ValueError("head_sets is empty; pass [[]] for the clean run")
+    if tokens.shape[1] < 2:
+        raise ValueError("tokens need at least two positions: a prefix to cache and END")
+    prefix_z: dict[int, Tensor] = {}
+
+    def keep(layer: int):
+        def hook(z: Tensor, hook=None) -> None:
+            prefix_z[layer] = z.detach().float().cpu()
+        return hook
+
+    device = model.cfg.device
+    _, prefix = model.run_with_hooks(tokens[:, :-1].to(device), return_type="logits_and_cache",
+                                     fwd_hooks=[(z_hook(layer), keep(layer)) for layer in range(model.cfg.n_layers)])
+    clean_prefix = torch.stack([prefix_z[layer] for layer in range(model.cfg.n_layers)])
+    if not torch.allclose(source_z[:, :, :-1].float().cpu(), clean_prefix, atol=atol, rtol=0):
+        raise ValueError("source_z differs from the clean run before END; this function patches END only and "
+                         "reuses the clean prefix. Use patched_final for sources that change earlier positions.")
+    masks = heads.masks(head_sets, model.cfg.n_layers, model.cfg.n_heads)
+    batch, end_source = tokens.shape[0], source_z[:, :, -1:]
+    finals = []
+    for chunk in _chunks(len(head_sets), batch, max_rows):
+        rows = len(chunk)
+        cache = copy.deepcopy(prefix)
+        cache.batch_select_indices(torch.arange(batch, device=device).repeat(rows))  # set-major, as the hooks
+        hooks = _patch_hooks(model, masks[chunk.start:chunk.stop], end_source, None)
+        store: dict[str, Tensor] = {}
+
+        def read(activation: Tensor, hook=None) -> None:
+            store["final"] = activation[:, -1].detach().float().cpu()
+
+        model.run_with_hooks(tokens[:, -1:].repeat(rows, 1).to(device), past_key_values=cache,
+                             fwd_hooks=[*hooks, (FINAL_OUT, read)])
+        finals.append(store["final"].reshape(rows, batch, -1))
+    return torch.cat(finals)
 
 
 @torch.no_grad()
