@@ -116,34 +116,39 @@ class StopForward(Exception):
     """Raised at `run_until`'s stop point, after every read there, so nothing later runs."""
 
 
-def run_until(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], hooks: list | tuple, *, stop_at: str) -> None:
+def run_until(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], hooks: list | tuple, *, stop_at: str,
+              past_key_values: object | None = None) -> None:
     """Run `tokens` through the model with `hooks` and end the pass at hook point `stop_at`.
 
     Hooks on `stop_at` itself run first (TransformerLens calls a point's hooks in order), so a read can
-    sit on the stop point. Anything the hooks must keep, they store themselves.
+    sit on the stop point. Anything the hooks must keep, they store themselves. `past_key_values`: a KV
+    cache of earlier positions (the model's own, from ``return_type="logits_and_cache"``); `tokens` then
+    continue it, and the cache is extended in place.
     """
     def stop(activation: Tensor, hook=None) -> None:
         raise StopForward
 
     try:
-        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=[*hooks, (stop_at, stop)])
+        extra = {} if past_key_values is None else {"past_key_values": past_key_values}
+        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=[*hooks, (stop_at, stop)], **extra)
     except StopForward:
         pass
 
 
 @torch.no_grad()
 def final_at(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], *, position: int | slice = -1,
-             fwd_hooks: list | tuple = ()) -> Float[Tensor, "batch d_model"] | Float[Tensor, "batch span d_model"]:
+             fwd_hooks: list | tuple = (), past_key_values: object | None = None
+             ) -> Float[Tensor, "batch d_model"] | Float[Tensor, "batch span d_model"]:
     """The final norm's output at `position` (on the CPU; a slice keeps a position axis), from a pass that
-    stops there; `fwd_hooks` run in the same pass (ablations, patches). `helpers.readout` turns it into
-    logits."""
+    stops there; `fwd_hooks` run in the same pass (ablations, patches); `past_key_values` as in
+    `run_until`. `helpers.readout` turns it into logits."""
     check_tokens(model, tokens)
     store: dict[str, Tensor] = {}
 
     def keep(activation: Tensor, hook=None) -> None:
         store["final"] = activation[:, position].detach().float().cpu()
 
-    run_until(model, tokens, [*fwd_hooks, (FINAL_OUT, keep)], stop_at=FINAL_OUT)
+    run_until(model, tokens, [*fwd_hooks, (FINAL_OUT, keep)], stop_at=FINAL_OUT, past_key_values=past_key_values)
     return store["final"]
 
 

@@ -182,14 +182,8 @@ def patched_final_at_end(model: TransformerBridge, tokens: Int[Tensor, "batch po
         cache = copy.deepcopy(prefix)
         cache.batch_select_indices(torch.arange(batch, device=device).repeat(rows))  # set-major, as the hooks
         hooks = _patch_hooks(model, masks[chunk.start:chunk.stop], end_source, None)
-        store: dict[str, Tensor] = {}
-
-        def read(activation: Tensor, hook=None) -> None:
-            store["final"] = activation[:, -1].detach().float().cpu()
-
-        model.run_with_hooks(tokens[:, -1:].repeat(rows, 1).to(device), past_key_values=cache,
-                             fwd_hooks=[*hooks, (FINAL_OUT, read)])
-        finals.append(store["final"].reshape(rows, batch, -1))
+        final = final_at(model, tokens[:, -1:].repeat(rows, 1), fwd_hooks=hooks, past_key_values=cache)
+        finals.append(final.reshape(rows, batch, -1))
     return torch.cat(finals)
 
 
