@@ -335,7 +335,7 @@ def patching_check(model: TransformerBridge, found: Sequence[Head], *, n: int, n
     clean_z, twin_z = patching.head_outputs(model, data.tokens), patching.head_outputs(model, data.swapped)
     source = _end_source(clean_z, twin_z[:, :, -1])
     draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(found), n_random, seed=seed)
-    finals = patching.patched_final(model, data.tokens, source, [[], found, *draws])
+    finals = patching.patched_final_at_end(model, data.tokens, source, [[], found, *draws])
     null = f"{len(found)} heads drawn from all {model.cfg.n_layers * model.cfg.n_heads}"
     return controls.check_from_values(_signed(model, finals, data.sign), found, metric_name="signed mood difference",
                                       mode="patched at END from the swapped story", null=null, seed=seed,
@@ -382,7 +382,7 @@ def route_check(model: TransformerBridge, found: Sequence[Head], *, n: int, n_ra
     for name, where in groups.items():
         source = _end_source(clean_z, values_patched_z(run.attention, z_end, clean_v, twin_v, where))
         sets = [[], found, *draws] if name == "summary" else [[], found]
-        values = _signed(model, patching.patched_final(model, data.tokens, source, sets), data.sign)
+        values = _signed(model, patching.patched_final_at_end(model, data.tokens, source, sets), data.sign)
         changes[name] = stats.bootstrap_ci(values[1] - values[0], seed=seed)
         if name == "summary":
             summary_null = controls.check_from_values(
