@@ -222,3 +222,29 @@ def final_with_end_patches(model: TransformerBridge, tokens: Int[Tensor, "batch 
 
     hooks = [(f"blocks.{layer}.hook_resid_post", patch(i, values)) for i, (layer, values) in enumerate(patches)]
     return final_at(model, tokens.repeat(len(patches), 1), fwd_hooks=hooks).reshape(len(patches), batch, -1)
+
+
+@torch.no_grad()
+def final_with_end_added(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], layer: int,
+                         vectors: Float[Tensor, "set d_model"]) -> Float[Tensor, "set batch d_model"]:
+    """The final norm's output at END with ``vectors[i]`` added to END's residual after block `layer`.
+
+    The batch is repeated once per vector (copy i gets vector i; a zero row gives the clean run), so a
+    function vector, its controls and every random draw run in one batched pass (Todd et al. 2024 add a
+    function vector to the residual stream of a zero-shot prompt this way). Stops before the unembedding.
+    """
+    check_tokens(model, tokens)
+    if not 0 <= layer < model.cfg.n_layers:
+        raise ValueError(f"layer must lie in [0, {model.cfg.n_layers}); got {layer}")
+    if vectors.ndim != 2 or vectors.shape[1] != model.cfg.d_model:
+        raise ValueError(f"vectors must be [set, d_model={model.cfg.d_model}]; got {tuple(vectors.shape)}")
+    batch = tokens.shape[0]
+    rows = vectors.repeat_interleave(batch, dim=0)  # [set * batch, d_model], set-major like the tokens
+
+    def add(activation: Tensor, hook=None) -> Tensor:
+        out = activation.clone()  # never write into the activation the model passes on
+        out[:, -1] = out[:, -1] + rows.to(out.device, out.dtype)
+        return out
+
+    hooks = [(f"blocks.{layer}.hook_resid_post", add)]
+    return final_at(model, tokens.repeat(len(vectors), 1), fwd_hooks=hooks).reshape(len(vectors), batch, -1)

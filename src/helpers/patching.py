@@ -22,7 +22,7 @@ needs two columns of the unembedding (`helpers.readout.logit_difference`), not G
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -288,3 +288,41 @@ def attribution_patching(model: TransformerBridge, tokens: Int[Tensor, "batch po
     gradient = torch.stack([g.float().cpu() for g in grads])  # [layer, batch, pos, head, d_head]
     difference = source_z.float().cpu() - torch.stack([clean[layer] for layer in range(model.cfg.n_layers)])
     return (difference * gradient).sum(dim=(1, 2, 4))  # the metric is a batch mean already
+
+
+def end_attribution(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
+                    delta: Float[Tensor, "layer batch head d_head"],
+                    metric: Callable[[Tensor], Tensor]) -> Float[Tensor, "layer head"]:
+    """First-order estimate of each head's effect on `metric` when its ``z`` at END moves by `delta`.
+
+    ``effect(h) ~= sum over batch and d_head of delta * d(metric)/d(z at END)``, from one forward and one
+    backward pass for every head at once (attribution patching restricted to the last position, where a
+    function vector head's mean output is patched). `metric` maps the final norm's output at END,
+    ``[batch, d_model]``, to a scalar (e.g. the mean probability of the answers); pages check the top heads
+    exactly with `patched_final`.
+    """
+    check_tokens(model, tokens)
+    expected = (model.cfg.n_layers, tokens.shape[0], model.cfg.n_heads)
+    if tuple(delta.shape[:3]) != expected:
+        raise ValueError(f"delta must be [layer, batch, head, d_head] = {expected} + (d_head,); "
+                         f"got {tuple(delta.shape)}")
+    zeros = [torch.zeros(delta.shape[1:], device=model.cfg.device, requires_grad=True)
+             for _ in range(model.cfg.n_layers)]
+    store: dict[str, Tensor] = {}
+
+    def add_zero(layer: int):
+        def hook(z: Tensor, hook=None) -> Tensor:
+            out = z.clone()
+            out[:, -1] = out[:, -1] + zeros[layer].to(z.dtype)
+            return out
+        return hook
+
+    def keep_final(activation: Tensor, hook=None) -> None:
+        store["final"] = activation[:, -1]
+
+    with torch.enable_grad():
+        run_until(model, tokens, [(z_hook(layer), add_zero(layer)) for layer in range(model.cfg.n_layers)]
+                  + [(FINAL_OUT, keep_final)], stop_at=FINAL_OUT)
+        grads = torch.autograd.grad(metric(store["final"].float()), zeros)
+    gradient = torch.stack([g.float().cpu() for g in grads])  # [layer, batch, head, d_head]
+    return (delta.float().cpu() * gradient).sum(dim=(1, 3))

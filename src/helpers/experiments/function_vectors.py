@@ -1,0 +1,527 @@
+"""Function vector heads: heads whose mean output at the last token carries "which task is this" from
+in-context examples into a prompt that lacks them (Todd et al. 2024).
+
+The page's steps, in order, each one function here:
+
+- `gate`: N-shot top-1 accuracy (whole vocabulary) on each in-context task, against the same queries with
+  no examples (zero-shot) and with the examples' answers shuffled among them. A task the model cannot do
+  is dropped from the study and named.
+- `screen`: the average indirect effect (AIE) of every head. A head's mean output at the last token over
+  clean N-shot prompts is patched into the shuffled-label prompts (that position only); the gain in the
+  correct token's probability is averaged over prompts and then over the kept tasks.
+- `steering`: the function vector (sum of the top-k heads' mean outputs, written into the residual stream)
+  added after one middle layer of zero-shot prompts; the gain in top-1 accuracy against `n_draws` sets of k
+  heads drawn from all heads (their outputs summed the same way) and against another task's vector.
+- `held_out`: the AIE screen and the steering again on a prompt template the screen never saw, and on a
+  task not used for ranking.
+
+`study(model, *, sizes, seed)` runs them all, as the page does, for the comparison model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from helpers import capture, controls, heads, heldout, interventions, patching, readout, stats, tasks
+from helpers.attribution import norm_gain
+from helpers.heads import Head
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+K = 10  # pre-registered: Todd et al. sum the top 10 heads for GPT-J
+MIN_EFFECT = 0.1  # the gate: N-shot accuracy beats both baselines by at least this much (interval lower bound)
+LAYER_FRACTION = 1 / 3  # pre-registered: add the vector after block n_layers // 3 (early-middle, as the paper)
+
+
+@dataclass(frozen=True)
+class Template:
+    """How one in-context example is written; ``{x}`` and ``{y}`` are single tokens after a space."""
+
+    name: str
+    example: str  # e.g. "Q: {x}\nA: {y}\n\n"
+    prefix: str = ""  # written once before the examples
+
+    def __post_init__(self) -> None:
+        if not self.example.count(" {x}") == 1 or not self.example.count(" {y}") == 1:
+            raise ValueError(f"a template writes ' {{x}}' and ' {{y}}' once each (a space before each slot); "
+                             f"got {self.example!r}")
+        if self.example.index("{x}") > self.example.index("{y}"):
+            raise ValueError(f"the query slot {{x}} must come before the answer slot {{y}}; got {self.example!r}")
+
+    def prompt(self, demos: Sequence[tuple[str, str]], query: str) -> str:
+        """The examples, then the query written up to (not including) the answer's leading space."""
+        shown = "".join(self.example.format(x=x, y=y) for x, y in demos)
+        return self.prefix + shown + self.example.split(" {y}")[0].format(x=query)
+
+
+QA = Template("Q/A lines", "Q: {x}\nA: {y}\n\n")
+ARROW = Template("arrows in one line", " {x} → {y},", prefix="Pairs:")
+
+
+def _pairs(text: str) -> tuple[tuple[str, str], ...]:
+    return tuple(tuple(pair.split(":")) for pair in text.split())  # type: ignore[misc]
+
+
+# Word pairs; only those whose two words are single tokens (after a space) for a tokenizer are used.
+TASKS: dict[str, tuple[tuple[str, str], ...]] = {
+    "antonym": _pairs(
+        "hot:cold big:small fast:slow up:down happy:sad good:bad high:low long:short rich:poor dark:light "
+        "open:closed early:late strong:weak wet:dry full:empty true:false left:right black:white day:night "
+        "yes:no in:out love:hate win:lose first:last top:bottom thick:thin wide:narrow clean:dirty loud:quiet "
+        "cheap:expensive inside:outside before:after above:below push:pull buy:sell give:take come:go "
+        "north:south east:west alive:dead friend:enemy boy:girl man:woman always:never increase:decrease "
+        "major:minor positive:negative public:private front:back rise:fall war:peace near:far old:new "
+        "hard:soft heavy:light easy:difficult safe:dangerous max:min start:end"),
+    "capitalize": _pairs(
+        "apple:Apple river:River house:House dog:Dog tree:Tree water:Water king:King city:City music:Music "
+        "world:World table:Table green:Green paper:Paper money:Money light:Light power:Power school:School "
+        "music:Music house:House game:Game story:Story night:Night summer:Summer winter:Winter river:River "
+        "market:Market window:Window garden:Garden bank:Bank model:Model order:Order court:Court family:Family "
+        "street:Street office:Office church:Church forest:Forest island:Island mountain:Mountain ocean:Ocean "
+        "star:Star moon:Moon heart:Heart field:Field school:School horse:Horse bridge:Bridge castle:Castle "
+        "doctor:Doctor teacher:Teacher student:Student letter:Letter number:Number"),
+    "country_capital": _pairs(
+        "France:Paris Germany:Berlin Italy:Rome Spain:Madrid Japan:Tokyo China:Beijing Russia:Moscow "
+        "Egypt:Cairo Greece:Athens Canada:Ottawa Australia:Canberra England:London Ireland:Dublin "
+        "Portugal:Lisbon Austria:Vienna Poland:Warsaw Sweden:Stockholm Norway:Oslo Finland:Helsinki "
+        "Denmark:Copenhagen Hungary:Budapest Cuba:Havana Peru:Lima Chile:Santiago Kenya:Nairobi "
+        "Thailand:Bangkok Turkey:Ankara Iran:Tehran Iraq:Baghdad Syria:Damascus Lebanon:Beirut "
+        "Belgium:Brussels Netherlands:Amsterdam Switzerland:Bern Colombia:Bogota Venezuela:Caracas "
+        "Korea:Seoul Vietnam:Hanoi Philippines:Manila Indonesia:Jakarta Nigeria:Abuja Ghana:Accra "
+        "Morocco:Rabat Israel:Jerusalem Jordan:Amman Qatar:Doha Ukraine:Kyiv Romania:Bucharest "
+        "Bulgaria:Sofia Serbia:Belgrade Scotland:Edinburgh Wales:Cardiff Brazil:Brasilia Pakistan:Islamabad "
+        "Afghanistan:Kabul Sudan:Khartoum Libya:Tripoli Tunisia:Tunis Algeria:Algiers Nepal:Kathmandu "
+        "Iceland:Reykjavik India:Delhi Czech:Prague"),
+    "english_french": _pairs(
+        "one:un two:deux three:trois four:quatre five:cinq six:six seven:sept eight:huit nine:neuf ten:dix "
+        "cat:chat dog:chien house:maison water:eau red:rouge blue:bleu green:vert black:noir white:blanc "
+        "day:jour night:nuit sun:soleil moon:lune man:homme woman:femme book:livre bread:pain wine:vin "
+        "king:roi city:ville world:monde love:amour sea:mer time:temps life:vie friend:ami school:école "
+        "car:voiture hello:bonjour yes:oui thanks:merci good:bon big:grand small:petit new:nouveau old:vieux "
+        "word:mot heart:coeur head:tête hand:main name:nom street:rue door:porte tree:arbre flower:fleur "
+        "fire:feu earth:terre horse:cheval bird:oiseau fish:poisson milk:lait cheese:fromage apple:pomme"),
+    # Held out: never used to rank heads.
+    "present_past": _pairs(
+        "go:went run:ran eat:ate see:saw take:took give:gave come:came write:wrote speak:spoke drink:drank "
+        "sing:sang swim:swam drive:drove ride:rode fly:flew know:knew grow:grew throw:threw draw:drew "
+        "begin:began break:broke choose:chose forget:forgot get:got make:made say:said tell:told sell:sold "
+        "find:found think:thought buy:bought bring:brought teach:taught catch:caught fight:fought feel:felt "
+        "keep:kept sleep:slept leave:left meet:met send:sent spend:spent build:built lose:lost win:won "
+        "sit:sat stand:stood hear:heard hold:held lead:led pay:paid play:played walk:walked jump:jumped "
+        "open:opened call:called want:wanted"),
+}
+SCREEN_TASKS = ("antonym", "capitalize", "country_capital", "english_french")
+HELD_OUT_TASK = "present_past"
+
+
+def usable_pairs(model: TransformerBridge, task: str) -> list[tuple[str, str]]:
+    """The task's pairs (first occurrence of each query) whose two words are one token each after a space."""
+    if task not in TASKS:
+        raise KeyError(f"unknown task {task!r}; the tasks are {sorted(TASKS)}")
+    seen, kept = set(), []
+    for x, y in TASKS[task]:
+        if x in seen:
+            continue
+        seen.add(x)
+        if tasks.single_token_id(model, " " + x) is not None and tasks.single_token_id(model, " " + y) is not None:
+            kept.append((x, y))
+    return kept
+
+
+def _derange(n: int, generator: torch.Generator) -> list[int]:
+    """A permutation of range(n) that moves every index (labels always land on another example)."""
+    if n < 2:
+        raise ValueError(f"shuffling labels needs at least 2 examples; got {n}")
+    while True:
+        order = torch.randperm(n, generator=generator).tolist()
+        if all(i != j for i, j in enumerate(order)):
+            return order
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """One task's seeded prompts in one template: the same queries with N clean examples, the same examples
+    with their answers shuffled among them, and no examples at all."""
+
+    task: str
+    template: str
+    clean: Int[Tensor, "batch pos"]
+    shuffled: Int[Tensor, "batch pos"]
+    zero_shot: Int[Tensor, "batch pos_zero"]
+    answers: Int[Tensor, "batch"]
+    queries: tuple[str, ...]
+
+
+def prompts(model: TransformerBridge, task: str, *, n: int, shots: int, seed: int,
+            template: Template = QA) -> Prompts:
+    """`n` prompts: each draws a query and `shots` other pairs from the task's usable pairs."""
+    pairs = usable_pairs(model, task)
+    if len(pairs) < shots + 1:
+        raise ValueError(f"task {task!r} has {len(pairs)} pairs of single tokens for this tokenizer; "
+                         f"{shots} examples and a query need {shots + 1}")
+    generator = torch.Generator().manual_seed(seed)
+    clean, shuffled, zero, answers, queries = [], [], [], [], []
+    for _ in range(n):
+        order = torch.randperm(len(pairs), generator=generator)[:shots + 1].tolist()
+        demos, (query, answer) = [pairs[i] for i in order[:shots]], pairs[order[shots]]
+        moved = _derange(shots, generator)
+        clean.append(template.prompt(demos, query))
+        shuffled.append(template.prompt([(x, demos[j][1]) for (x, _), j in zip(demos, moved)], query))
+        zero.append(template.prompt([], query))
+        answers.append(tasks.require_single_token(model, " " + answer, why="answers are read as one token"))
+        queries.append(query)
+    return Prompts(task=task, template=template.name, clean=tasks.tokenize_prompts(model, clean),
+                   shuffled=tasks.tokenize_prompts(model, shuffled), zero_shot=tasks.tokenize_prompts(model, zero),
+                   answers=torch.tensor(answers), queries=tuple(queries))
+
+
+# ---- pure scoring -----------------------------------------------------------------------------------------
+
+
+def correct_probability(logits: Float[Tensor, "... vocab"], answers: Int[Tensor, "batch"]
+                        ) -> Float[Tensor, "... batch"]:
+    """Softmax probability of each prompt's answer over the whole vocabulary (last axis of `logits`)."""
+    if logits.shape[-2] != answers.shape[0]:
+        raise ValueError(f"logits [..., batch, vocab] and answers [batch] disagree: {tuple(logits.shape)} vs "
+                         f"{tuple(answers.shape)}")
+    probs = logits.float().softmax(-1)
+    index = answers.expand(*logits.shape[:-1]).unsqueeze(-1)
+    return probs.gather(-1, index).squeeze(-1)
+
+
+def top1_correct(logits: Float[Tensor, "... vocab"], answers: Int[Tensor, "batch"]) -> Float[Tensor, "... batch"]:
+    """1.0 where the answer is the top token of the whole vocabulary, else 0.0."""
+    if logits.shape[-2] != answers.shape[0]:
+        raise ValueError(f"logits [..., batch, vocab] and answers [batch] disagree: {tuple(logits.shape)} vs "
+                         f"{tuple(answers.shape)}")
+    return (logits.argmax(-1) == answers).float()
+
+
+def end_patched_source(run_z: Float[Tensor, "layer batch pos head d_head"],
+                       mean_z: Float[Tensor, "layer head d_head"]) -> Float[Tensor, "layer batch pos head d_head"]:
+    """`run_z` with the last position replaced by `mean_z` for every prompt: patching a head from this
+    source changes only its output at the last token (earlier positions keep the run's own values)."""
+    if run_z.ndim != 5 or mean_z.shape != (run_z.shape[0], run_z.shape[3], run_z.shape[4]):
+        raise ValueError(f"run_z must be [layer, batch, pos, head, d_head] and mean_z [layer, head, d_head] of the "
+                         f"same layer/head/d_head; got {tuple(run_z.shape)} and {tuple(mean_z.shape)}")
+    out = run_z.clone()
+    out[:, :, -1] = mean_z[:, None]
+    return out
+
+
+def function_vector(outputs: Float[Tensor, "layer head d_model"], found: Sequence[Head]) -> Float[Tensor, "d_model"]:
+    """Sum of the heads' mean outputs (each already written into the residual basis)."""
+    if not found:
+        raise ValueError("found is empty: pass the heads whose outputs make the function vector")
+    heads.check(found, outputs.shape[0], outputs.shape[1])
+    return torch.stack([outputs[layer, head] for layer, head in found]).sum(0)
+
+
+# ---- model runs -------------------------------------------------------------------------------------------
+
+
+def _chunked(model: TransformerBridge, final: Tensor, answers: Tensor, rows: int = 256) -> tuple[Tensor, Tensor]:
+    """(P(answer), top-1 correct) for ``final`` [set, batch, d_model], a few sets at a time (Gemma's 262k
+    vocabulary makes every row's logits 1 MB)."""
+    n_sets, batch = final.shape[:2]
+    step = max(1, rows // batch)
+    probs, hits = [], []
+    for start in range(0, n_sets, step):
+        logits = readout.logits(model, final[start:start + step])
+        probs.append(correct_probability(logits, answers))
+        hits.append(top1_correct(logits, answers))
+    return torch.cat(probs), torch.cat(hits)
+
+
+def accuracy(model: TransformerBridge, tokens: Tensor, answers: Tensor) -> Float[Tensor, "batch"]:
+    """Top-1 (whole vocabulary) correctness per prompt."""
+    return _chunked(model, capture.final_at(model, tokens)[None], answers)[1][0]
+
+
+@dataclass(frozen=True)
+class TaskGate:
+    """One task's behaviour gate."""
+
+    task: str
+    n_pairs: int
+    against_zero: stats.GateResult
+    against_shuffled: stats.GateResult
+
+    @property
+    def passed(self) -> bool:
+        return self.against_zero.passed and self.against_shuffled.passed
+
+    def row(self) -> dict[str, object]:
+        return {"task": self.task, "pairs": self.n_pairs, "N-shot": str(self.against_zero.metric),
+                "zero-shot": str(self.against_zero.null), "shuffled labels": str(self.against_shuffled.null),
+                "kept": self.passed}
+
+
+def gate(model: TransformerBridge, batch: Prompts, *, seed: int = 0) -> TaskGate:
+    """N-shot top-1 accuracy against zero-shot and shuffled-label accuracy on the same queries."""
+    clean = accuracy(model, batch.clean, batch.answers)
+    kwargs = dict(paired=True, min_effect=MIN_EFFECT, seed=seed, name=batch.task, metric_name="N-shot top-1")
+    return TaskGate(task=batch.task, n_pairs=len(usable_pairs(model, batch.task)),
+                    against_zero=stats.behaviour_gate(clean, accuracy(model, batch.zero_shot, batch.answers),
+                                                      null_name="zero-shot", **kwargs),
+                    against_shuffled=stats.behaviour_gate(clean, accuracy(model, batch.shuffled, batch.answers),
+                                                          null_name="with shuffled labels", **kwargs))
+
+
+@dataclass(frozen=True)
+class TaskScreen:
+    """What one task gives the screen: every head's indirect effect (first order) and mean output, and the
+    exact effect of the heads checked one at a time."""
+
+    task: str
+    aie: Float[Tensor, "layer head"]  # first-order gain of P(answer) when the head's clean mean is patched in
+    baseline: float  # mean P(answer) on the shuffled-label prompts
+    outputs: Float[Tensor, "layer head d_model"]  # each head's mean output at END, in the residual basis
+    mean_z: Float[Tensor, "layer head d_head"]  # each head's mean z at END over the clean prompts
+
+
+def mean_outputs(model: TransformerBridge, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    """Each head's mean ``z`` at END over `tokens` [layer, head, d_head], and the same mean written into the
+    residual stream [layer, head, d_model] (``z @ W_O``; Gemma's post-attention norm applied with its mean
+    scale at END, as if the head wrote alone)."""
+    run = capture.read_end(model, tokens)
+    mean_z = torch.stack([z.mean(0) for z in run.z])  # [layer, head, d_head]
+    w_o = model.W_O.detach().float().cpu()  # [layer, head, d_head, d_model]
+    outputs = torch.einsum("lhd,lhdm->lhm", mean_z, w_o)
+    if run.post_scale is not None:
+        for layer in range(model.cfg.n_layers):
+            gain = norm_gain(model.blocks[layer].ln1_post, model.cfg.d_model)
+            outputs[layer] = outputs[layer] * gain / run.post_scale[layer].mean()
+    return mean_z, outputs
+
+
+def screen_task(model: TransformerBridge, batch: Prompts) -> TaskScreen:
+    """Every head's indirect effect on the shuffled-label prompts, to first order (one forward and one
+    backward pass): the gradient of the mean P(answer) at the head's END output, times the move from its
+    shuffled-prompt output to its clean mean."""
+    mean_z, outputs = mean_outputs(model, batch.clean)
+    shuffled = capture.read_end(model, batch.shuffled)
+    delta = torch.stack([mean_z[layer][None] - z for layer, z in enumerate(shuffled.z)])  # [layer, batch, head, d]
+
+    def metric(final: Tensor) -> Tensor:
+        return correct_probability(readout.logits(model, final), batch.answers).mean()
+
+    aie = patching.end_attribution(model, batch.shuffled, delta, metric)
+    baseline = float(correct_probability(readout.logits(model, shuffled.final), batch.answers).mean())
+    return TaskScreen(task=batch.task, aie=aie, baseline=baseline, outputs=outputs, mean_z=mean_z)
+
+
+def exact_aie(model: TransformerBridge, batch: Prompts, screen: TaskScreen,
+              head_sets: Sequence[Sequence[Head]]) -> Float[Tensor, "set"]:
+    """The exact gain of mean P(answer) on the shuffled-label prompts when each set's heads take their clean
+    mean output at END (activation patching, one batched pass per few sets)."""
+    source = end_patched_source(patching.head_outputs(model, batch.shuffled), screen.mean_z)
+    final = patching.patched_final(model, batch.shuffled, source, [[], *head_sets])
+    probs, _ = _chunked(model, final, batch.answers)  # [1 + set, batch]
+    return (probs[1:] - probs[0]).mean(1)
+
+
+def average_aie(screens: Sequence[TaskScreen]) -> Float[Tensor, "layer head"]:
+    """The AIE: each head's indirect effect averaged over tasks (each task weighs the same)."""
+    if not screens:
+        raise ValueError("no task screens: every task failed the gate, so there is nothing to average")
+    return torch.stack([s.aie for s in screens]).mean(0)
+
+
+def steering_layer(model: TransformerBridge) -> int:
+    """The pre-registered layer after which the vector is added."""
+    return int(model.cfg.n_layers * LAYER_FRACTION)
+
+
+@dataclass(frozen=True)
+class Steering:
+    """Zero-shot top-1 accuracy with a vector added after `layer`, pooled over tasks.
+
+    ``values``: ``[set, prompt]`` rows: nothing added, the function vector, another task's function vector,
+    then one row per random draw of k heads."""
+
+    layer: int
+    found: tuple[Head, ...]
+    values: Float[Tensor, "set prompt"]
+    tasks: tuple[str, ...]
+
+    @property
+    def check(self) -> controls.CausalCheck:
+        rows = torch.cat([self.values[:2], self.values[3:]])
+        return controls.check_from_values(rows, self.found, metric_name="zero-shot top-1 accuracy",
+                                          mode="function vector added", null=f"sums of {len(self.found)} heads "
+                                          "drawn from all heads")
+
+    @property
+    def clean(self) -> float:
+        return float(self.values[0].mean())
+
+    @property
+    def with_vector(self) -> float:
+        return float(self.values[1].mean())
+
+    @property
+    def other_task(self) -> float:
+        return float(self.values[2].mean())
+
+    @property
+    def against_other_task(self) -> stats.Estimate:
+        """Gain of the task's own vector over another task's vector, paired by prompt."""
+        return stats.paired_difference(self.values[1], self.values[2])
+
+
+def steering(model: TransformerBridge, batches: Sequence[Prompts], screens: Sequence[TaskScreen],
+             found: Sequence[Head], *, n_draws: int, seed: int, layer: int | None = None,
+             others: Sequence[TaskScreen] | None = None) -> Steering:
+    """Add each task's function vector (and the controls) to its zero-shot prompts; pool the prompts.
+
+    The other-task control gives task i the function vector of ``others[i]`` (default: task i + 1 of
+    `screens`, cyclically). A random draw sums the same k random heads' mean outputs from each task's own
+    clean prompts."""
+    if others is None:
+        if len(screens) < 2:
+            raise ValueError("the other-task control needs at least 2 tasks, or pass `others`")
+        others = [screens[(i + 1) % len(screens)] for i in range(len(screens))]
+    if not len(batches) == len(screens) == len(others) or not batches:
+        raise ValueError(f"need one screen and one other-task screen per task; got {len(batches)} tasks, "
+                         f"{len(screens)} screens and {len(others)} others")
+    if any(o.task == s.task for o, s in zip(others, screens)):
+        raise ValueError("an other-task control must come from another task")
+    layer = steering_layer(model) if layer is None else layer
+    draws = controls.uniform_sets(model.cfg.n_layers, model.cfg.n_heads, len(found), n_draws, seed=seed)
+    rows = []
+    for batch, screen, other in zip(batches, screens, others):
+        vectors = [torch.zeros(model.cfg.d_model), function_vector(screen.outputs, found),
+                   function_vector(other.outputs, found), *[function_vector(screen.outputs, d) for d in draws]]
+        final = interventions.final_with_end_added(model, batch.zero_shot, layer, torch.stack(vectors))
+        rows.append(_chunked(model, final, batch.answers)[1])  # [set, batch]
+    return Steering(layer=layer, found=tuple(tuple(h) for h in found), values=torch.cat(rows, dim=1),
+                    tasks=tuple(b.task for b in batches))
+
+
+def layer_sweep(model: TransformerBridge, batches: Sequence[Prompts], screens: Sequence[TaskScreen],
+                found: Sequence[Head]) -> Float[Tensor, "layer"]:
+    """Zero-shot accuracy gain of the function vector added after each layer, pooled over tasks."""
+    gains = torch.zeros(model.cfg.n_layers)
+    for batch, screen in zip(batches, screens):
+        vector = function_vector(screen.outputs, found)
+        for layer in range(model.cfg.n_layers):
+            final = interventions.final_with_end_added(model, batch.zero_shot, layer,
+                                                       torch.stack([torch.zeros_like(vector), vector]))
+            hits = _chunked(model, final, batch.answers)[1]
+            gains[layer] += (hits[1] - hits[0]).sum()
+    return gains / sum(len(b.answers) for b in batches)
+
+
+def decoded(model: TransformerBridge, vector: Float[Tensor, "d_model"], k: int = 10) -> list[str]:
+    """The tokens the vector's direct readout favours most (final norm gain folded in, no other norm)."""
+    gain = norm_gain(model.ln_final, model.cfg.d_model)
+    logits = readout.logits(model, vector * gain)
+    return [model.tokenizer.decode([i]) for i in logits.topk(k).indices.tolist()]
+
+
+# ---- the whole study --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sizes:
+    n: int = 24  # prompts per task for the gate and the screen
+    shots: int = 5
+    n_zero: int = 48  # zero-shot prompts per task for the steering
+    n_draws: int = 100
+    sweep: bool = True  # also add the vector after every layer (the page's figure; the comparison skips it)
+
+
+@dataclass(frozen=True)
+class HeldOutRun:
+    """The screen and the steering again on prompts the ranking never saw."""
+
+    family: str
+    aie: Float[Tensor, "layer head"]
+    steering: Steering
+
+    def held(self, found: Sequence[Head]) -> heldout.HeldOut:
+        return heldout.HeldOut(family=self.family, found=tuple(found), screen=self.aie, check=self.steering.check)
+
+
+@dataclass(frozen=True)
+class Study:
+    model: str
+    gates: tuple[TaskGate, ...]
+    kept: tuple[str, ...]
+    screens: tuple[TaskScreen, ...]
+    aie: Float[Tensor, "layer head"]
+    found: tuple[Head, ...]
+    exact: Float[Tensor, "task head"]  # exact AIE of each found head alone, per kept task
+    steering: Steering
+    sweep: Float[Tensor, "layer"] | None
+    template: HeldOutRun
+    task: HeldOutRun
+
+    @property
+    def exact_mean(self) -> Float[Tensor, "head"]:
+        return self.exact.mean(0)
+
+    def row(self) -> dict[str, str]:
+        check = self.steering.check
+        return {"model": self.model, "tasks kept": ", ".join(self.kept),
+                "top heads (AIE)": heads.labels(self.found[:3], self.aie),
+                "zero-shot top-1": f"{self.steering.clean:.2f} -> {self.steering.with_vector:.2f}",
+                "control: 10 random heads": check.draws_summary(),
+                "control: other task's vector": f"{self.steering.other_task:.2f}",
+                "held-out template": f"{self.template.steering.clean:.2f} -> {self.template.steering.with_vector:.2f}",
+                "held-out task": f"{self.task.steering.clean:.2f} -> {self.task.steering.with_vector:.2f}"}
+
+
+def screen_tasks(model: TransformerBridge, names: Sequence[str], *, sizes: Sizes, seed: int,
+                 template: Template = QA) -> tuple[list[Prompts], list[TaskScreen]]:
+    """Prompts and first-order screens for several tasks in one template."""
+    batches = [prompts(model, name, n=sizes.n, shots=sizes.shots, seed=seed + i, template=template)
+               for i, name in enumerate(names)]
+    return batches, [screen_task(model, b) for b in batches]
+
+
+def zero_shot_batches(model: TransformerBridge, names: Sequence[str], *, sizes: Sizes, seed: int,
+                      template: Template = QA) -> list[Prompts]:
+    """Zero-shot prompts drawn apart from the screen's (another seed)."""
+    return [prompts(model, name, n=sizes.n_zero, shots=sizes.shots, seed=seed + 1000 + i, template=template)
+            for i, name in enumerate(names)]
+
+
+def study(model: TransformerBridge, *, name: str = "", sizes: Sizes = Sizes(), seed: int = 0) -> Study:
+    """Gate every screen task, screen every head on the kept tasks, steer zero-shot prompts, then the
+    held-out template and the held-out task."""
+    gate_batches = [prompts(model, task, n=sizes.n, shots=sizes.shots, seed=seed + i)
+                    for i, task in enumerate(SCREEN_TASKS)]
+    gates = tuple(gate(model, b, seed=seed) for b in gate_batches)
+    kept = tuple(g.task for g in gates if g.passed)
+    batches = [b for b in gate_batches if b.task in kept]
+    screens = [screen_task(model, b) for b in batches]
+    aie = average_aie(screens)
+    found = tuple(heads.top(aie, K))
+    exact = torch.stack([exact_aie(model, b, s, [[h] for h in found]) for b, s in zip(batches, screens)])
+    zero = zero_shot_batches(model, kept, sizes=sizes, seed=seed)
+    steer = steering(model, zero, screens, found, n_draws=sizes.n_draws, seed=seed)
+    sweep = layer_sweep(model, zero, screens, found) if sizes.sweep else None
+    # Held-out template: the kept tasks written as arrows in one line.
+    arrow_batches, arrow_screens = screen_tasks(model, kept, sizes=sizes, seed=seed + 100, template=ARROW)
+    arrow_zero = zero_shot_batches(model, kept, sizes=sizes, seed=seed + 100, template=ARROW)
+    template = HeldOutRun(family=f"{ARROW.name} ('Pairs: hot → cold, big → small, happy →')",
+                          aie=average_aie(arrow_screens),
+                          steering=steering(model, arrow_zero, arrow_screens, found, n_draws=sizes.n_draws,
+                                            seed=seed + 1))
+    # Held-out task: present -> past tense, never used for ranking; its control vector is the first kept task's.
+    _, past_screens = screen_tasks(model, [HELD_OUT_TASK], sizes=sizes, seed=seed + 200)
+    past_zero = zero_shot_batches(model, [HELD_OUT_TASK], sizes=sizes, seed=seed + 200)
+    task = HeldOutRun(family="present -> past tense (Q/A lines)", aie=past_screens[0].aie,
+                      steering=steering(model, past_zero, past_screens, found, n_draws=sizes.n_draws,
+                                        seed=seed + 2, others=screens[:1]))
+    return Study(model=name, gates=gates, kept=kept, screens=tuple(screens), aie=aie, found=found, exact=exact,
+                 steering=steer, sweep=sweep, template=template, task=task)
