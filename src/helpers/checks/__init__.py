@@ -18,6 +18,7 @@ from collections.abc import Callable
 from helpers.checks import (
     atlas,
     fact_sources,
+    function_vectors,
     ioi,
     iteration,
     mcq,
@@ -35,7 +36,7 @@ from helpers.checks import (
     syntax,
 )
 
-__all__ = ["atlas", "fact_sources", "ioi", "iteration", "mcq", "mcq_answers", "patterns", "positional",
+__all__ = ["atlas", "fact_sources", "function_vectors", "ioi", "iteration", "mcq", "mcq_answers", "patterns", "positional",
            "rare_words", "recall", "retrieval", "semantic_induction", "sentiment", "subwords", "successor", "summary_reader",
            "syntax",
            "verdict", "NOT_ATTEMPTED", "NOT_YET"]

@@ -28,7 +28,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from helpers import capture, controls, heads, heldout, interventions, patching, readout, stats, tasks
+from helpers import (capture, controls, heads, heldout, interventions, models, patching, readout, stats, store,
+                     tasks)
 from helpers.attribution import norm_gain
 from helpers.heads import Head
 
@@ -453,31 +454,41 @@ class HeldOutRun:
 
 @dataclass(frozen=True)
 class Study:
+    """Every step's result; when no task passes its gate, only the gates (the page stops there)."""
+
     model: str
     gates: tuple[TaskGate, ...]
     kept: tuple[str, ...]
-    screens: tuple[TaskScreen, ...]
-    aie: Float[Tensor, "layer head"]
-    found: tuple[Head, ...]
-    exact: Float[Tensor, "task head"]  # exact AIE of each found head alone, per kept task
-    steering: Steering
-    sweep: Float[Tensor, "layer"] | None
-    template: HeldOutRun
-    task: HeldOutRun
+    screens: tuple[TaskScreen, ...] = ()
+    aie: Float[Tensor, "layer head"] | None = None
+    found: tuple[Head, ...] = ()
+    exact: Float[Tensor, "task head"] | None = None  # exact AIE of each found head alone, per kept task
+    steering: Steering | None = None
+    sweep: Float[Tensor, "layer"] | None = None
+    template: HeldOutRun | None = None
+    task: HeldOutRun | None = None
 
     @property
     def exact_mean(self) -> Float[Tensor, "head"]:
+        if self.exact is None:
+            raise ValueError(f"{self.model}: no task passed its gate, so no head was patched")
         return self.exact.mean(0)
 
     def row(self) -> dict[str, str]:
+        row = {"model": self.model,
+               "N-shot top-1": ", ".join(f"{g.task} {g.against_zero.metric.mean:.2f}" for g in self.gates),
+               "tasks kept": ", ".join(self.kept) or "none (every gate failed)"}
+        if self.steering is None or self.template is None or self.task is None or self.aie is None:
+            return row
         check = self.steering.check
-        return {"model": self.model, "tasks kept": ", ".join(self.kept),
-                "top heads (AIE)": heads.labels(self.found[:3], self.aie),
-                "zero-shot top-1": f"{self.steering.clean:.2f} -> {self.steering.with_vector:.2f}",
-                "control: 10 random heads": check.draws_summary(),
-                "control: other task's vector": f"{self.steering.other_task:.2f}",
-                "held-out template": f"{self.template.steering.clean:.2f} -> {self.template.steering.with_vector:.2f}",
-                "held-out task": f"{self.task.steering.clean:.2f} -> {self.task.steering.with_vector:.2f}"}
+        row.update({"top heads (AIE)": heads.labels(self.found[:3], self.aie),
+                    "zero-shot top-1": f"{self.steering.clean:.2f} -> {self.steering.with_vector:.2f}",
+                    f"control: {len(self.found)} random heads": check.draws_summary(),
+                    "control: other task's vector": f"{self.steering.other_task:.2f}",
+                    "held-out template": (f"{self.template.steering.clean:.2f} -> "
+                                          f"{self.template.steering.with_vector:.2f}"),
+                    "held-out task": f"{self.task.steering.clean:.2f} -> {self.task.steering.with_vector:.2f}"})
+        return row
 
 
 def screen_tasks(model: TransformerBridge, names: Sequence[str], *, sizes: Sizes, seed: int,
@@ -495,20 +506,33 @@ def zero_shot_batches(model: TransformerBridge, names: Sequence[str], *, sizes: 
             for i, name in enumerate(names)]
 
 
-def study(model: TransformerBridge, *, name: str = "", sizes: Sizes = Sizes(), seed: int = 0) -> Study:
+def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
     """Gate every screen task, screen every head on the kept tasks, steer zero-shot prompts, then the
-    held-out template and the held-out task."""
+    held-out template and the held-out task; kept in the results store (keyed on the model's name and
+    weights, the sizes and the seed), so a page's second run reads it back."""
+    name = models.spec_of(model).name
+    return store.cached("function-vectors-study", lambda: _study(model, name=name, sizes=sizes, seed=seed),
+                        model=name, weights=store.weights_digest(model), sizes=sizes, seed=seed)
+
+
+def _study(model: TransformerBridge, *, name: str, sizes: Sizes, seed: int) -> Study:
     gate_batches = [prompts(model, task, n=sizes.n, shots=sizes.shots, seed=seed + i)
                     for i, task in enumerate(SCREEN_TASKS)]
     gates = tuple(gate(model, b, seed=seed) for b in gate_batches)
     kept = tuple(g.task for g in gates if g.passed)
+    if not kept:
+        return Study(model=name, gates=gates, kept=kept)
     batches = [b for b in gate_batches if b.task in kept]
     screens = [screen_task(model, b) for b in batches]
     aie = average_aie(screens)
     found = tuple(heads.top(aie, K))
     exact = torch.stack([exact_aie(model, b, s, [[h] for h in found]) for b, s in zip(batches, screens)])
+    # Held-out task: present -> past tense, never used for ranking (screened only for its own AIE and as the
+    # other-task control when a single task is kept).
+    _, past_screens = screen_tasks(model, [HELD_OUT_TASK], sizes=sizes, seed=seed + 200)
+    others = None if len(screens) > 1 else past_screens
     zero = zero_shot_batches(model, kept, sizes=sizes, seed=seed)
-    steer = steering(model, zero, screens, found, n_draws=sizes.n_draws, seed=seed)
+    steer = steering(model, zero, screens, found, n_draws=sizes.n_draws, seed=seed, others=others)
     sweep = layer_sweep(model, zero, screens, found) if sizes.sweep else None
     # Held-out template: the kept tasks written as arrows in one line.
     arrow_batches, arrow_screens = screen_tasks(model, kept, sizes=sizes, seed=seed + 100, template=ARROW)
@@ -516,9 +540,8 @@ def study(model: TransformerBridge, *, name: str = "", sizes: Sizes = Sizes(), s
     template = HeldOutRun(family=f"{ARROW.name} ('Pairs: hot → cold, big → small, happy →')",
                           aie=average_aie(arrow_screens),
                           steering=steering(model, arrow_zero, arrow_screens, found, n_draws=sizes.n_draws,
-                                            seed=seed + 1))
-    # Held-out task: present -> past tense, never used for ranking; its control vector is the first kept task's.
-    _, past_screens = screen_tasks(model, [HELD_OUT_TASK], sizes=sizes, seed=seed + 200)
+                                            seed=seed + 1, others=None if len(kept) > 1 else past_screens))
+    # The held-out task's control vector is the first kept task's.
     past_zero = zero_shot_batches(model, [HELD_OUT_TASK], sizes=sizes, seed=seed + 200)
     task = HeldOutRun(family="present -> past tense (Q/A lines)", aie=past_screens[0].aie,
                       steering=steering(model, past_zero, past_screens, found, n_draws=sizes.n_draws,
