@@ -157,7 +157,7 @@ def test_screen_exact_aie_and_steering_run_on_the_tiny_model(tiny_smol):
     torch.testing.assert_close(steer.values[0], clean)  # the zero row is the unsteered model
     assert steer.check.n_draws == 3
     sweep = fv.layer_sweep(tiny_smol, zero, screens, found)
-    assert sweep.shape == (n_layers,) and sweep.abs().max() <= 1
+    assert sweep.shape == (2, n_layers) and sweep.abs().max() <= 1
     with pytest.raises(ValueError, match="another task"):
         fv.steering(tiny_smol, zero, screens, found, n_draws=1, seed=0, others=screens)
     with pytest.raises(ValueError, match="at least 2 tasks"):

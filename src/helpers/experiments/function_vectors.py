@@ -408,17 +408,18 @@ def steering(model: TransformerBridge, batches: Sequence[Prompts], screens: Sequ
 
 
 def layer_sweep(model: TransformerBridge, batches: Sequence[Prompts], screens: Sequence[TaskScreen],
-                found: Sequence[Head]) -> Float[Tensor, "layer"]:
-    """Zero-shot accuracy gain of the function vector added after each layer, pooled over tasks."""
-    gains = torch.zeros(model.cfg.n_layers)
-    for batch, screen in zip(batches, screens):
+                found: Sequence[Head]) -> Float[Tensor, "task layer"]:
+    """Zero-shot accuracy gain of each task's function vector added after each layer (one row per task;
+    ``.mean(0)`` pools tasks of equal size)."""
+    gains = torch.zeros(len(batches), model.cfg.n_layers)
+    for row, (batch, screen) in enumerate(zip(batches, screens)):
         vector = function_vector(screen.outputs, found)
         for layer in range(model.cfg.n_layers):
             final = interventions.final_with_end_added(model, batch.zero_shot, layer,
                                                        torch.stack([torch.zeros_like(vector), vector]))
             hits = _chunked(model, final, batch.answers)[1]
-            gains[layer] += (hits[1] - hits[0]).sum()
-    return gains / sum(len(b.answers) for b in batches)
+            gains[row, layer] = (hits[1] - hits[0]).mean()
+    return gains
 
 
 def decoded(model: TransformerBridge, vector: Float[Tensor, "d_model"], k: int = 10) -> list[str]:
@@ -447,6 +448,7 @@ class HeldOutRun:
     family: str
     aie: Float[Tensor, "layer head"]
     steering: Steering
+    gates: tuple[TaskGate, ...] = ()  # the behaviour gate on the held-out prompts (the screen's own prompts)
 
     def held(self, found: Sequence[Head]) -> heldout.HeldOut:
         return heldout.HeldOut(family=self.family, found=tuple(found), screen=self.aie, check=self.steering.check)
@@ -464,7 +466,7 @@ class Study:
     found: tuple[Head, ...] = ()
     exact: Float[Tensor, "task head"] | None = None  # exact AIE of each found head alone, per kept task
     steering: Steering | None = None
-    sweep: Float[Tensor, "layer"] | None = None
+    sweep: Float[Tensor, "task layer"] | None = None  # gain per kept task and layer the vector is added after
     template: HeldOutRun | None = None
     task: HeldOutRun | None = None
 
@@ -529,7 +531,7 @@ def _study(model: TransformerBridge, *, name: str, sizes: Sizes, seed: int) -> S
     exact = torch.stack([exact_aie(model, b, s, [[h] for h in found]) for b, s in zip(batches, screens)])
     # Held-out task: present -> past tense, never used for ranking (screened only for its own AIE and as the
     # other-task control when a single task is kept).
-    _, past_screens = screen_tasks(model, [HELD_OUT_TASK], sizes=sizes, seed=seed + 200)
+    past_batches, past_screens = screen_tasks(model, [HELD_OUT_TASK], sizes=sizes, seed=seed + 200)
     others = None if len(screens) > 1 else past_screens
     zero = zero_shot_batches(model, kept, sizes=sizes, seed=seed)
     steer = steering(model, zero, screens, found, n_draws=sizes.n_draws, seed=seed, others=others)
@@ -538,12 +540,13 @@ def _study(model: TransformerBridge, *, name: str, sizes: Sizes, seed: int) -> S
     arrow_batches, arrow_screens = screen_tasks(model, kept, sizes=sizes, seed=seed + 100, template=ARROW)
     arrow_zero = zero_shot_batches(model, kept, sizes=sizes, seed=seed + 100, template=ARROW)
     template = HeldOutRun(family=f"{ARROW.name} ('Pairs: hot → cold, big → small, happy →')",
-                          aie=average_aie(arrow_screens),
+                          aie=average_aie(arrow_screens), gates=tuple(gate(model, b, seed=seed) for b in arrow_batches),
                           steering=steering(model, arrow_zero, arrow_screens, found, n_draws=sizes.n_draws,
                                             seed=seed + 1, others=None if len(kept) > 1 else past_screens))
     # The held-out task's control vector is the first kept task's.
     past_zero = zero_shot_batches(model, [HELD_OUT_TASK], sizes=sizes, seed=seed + 200)
     task = HeldOutRun(family="present -> past tense (Q/A lines)", aie=past_screens[0].aie,
+                      gates=(gate(model, past_batches[0], seed=seed),),
                       steering=steering(model, past_zero, past_screens, found, n_draws=sizes.n_draws,
                                         seed=seed + 2, others=screens[:1]))
     return Study(model=name, gates=gates, kept=kept, screens=tuple(screens), aie=aie, found=found, exact=exact,
