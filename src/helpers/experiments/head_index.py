@@ -226,6 +226,17 @@ NAMINGS: tuple[Naming, ...] = (
     *_named(_GEMMA, "summary_reader_heads",
             "top 3 by summary route; END patching p = 0.04, not significant at 0.01",
             "L10H0", "L10H2", "L10H3"),
+    # function_vector_heads
+    Naming(_SMOL, "L20H5", "function_vector_heads",
+           "function vector head, first by AIE (exact +0.24; +0.44 on capitalize); reads the answers"),
+    *_named(_SMOL, "function_vector_heads",
+            "in the top ten by AIE summed into the function vector (beats 100 random sets)",
+            "L14H1", "L24H4", "L18H6", "L22H5", "L20H6", "L23H3", "L20H0", "L17H3", "L17H6"),
+    Naming(_GEMMA, "L9H3", "function_vector_heads",
+           "first by AIE (exact +0.43 on capitalize); its top ten's vector does not steer"),
+    *_named(_GEMMA, "function_vector_heads",
+            "in the top ten by AIE; their summed vector does not steer (random sets do better)",
+            "L13H3", "L11H2"),
     # successor_heads
     Naming(_SMOL, "L23H3", "successor_heads",
            "top succession score (0.18, under the bar); suppresses the item it reads; ablation hurts"),

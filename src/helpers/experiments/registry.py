@@ -20,6 +20,7 @@ from helpers.experiments import (
     copy_suppression,
     duplicate,
     fact_sources,
+    function_vectors,
     global_retrieval,
     induction,
     inhibition,
@@ -226,6 +227,15 @@ FAMILIES: tuple[Family, ...] = (
            "(comma, period) come from the story with the characters' sentiments swapped",
            f"above the {summary_reader.NULL_QUANTILE:.0%} quantile of all heads' scores and at least "
            f"{summary_reader.MIN_SHARE:.0%} of the strongest"),
+    Family("function_vector", "Function vector heads", "Latent Reasoning", "function_vector_heads",
+           ("todd2024function",), "in-context tasks with a shuffled-label control; average indirect effect "
+           "(first order, exact for the top heads) of each head's mean output at the last token; the summed "
+           "function vector added to zero-shot prompts against random heads and another task's vector; "
+           "held-out template and task", function_vectors,
+           "average indirect effect: gain of P(answer) on shuffled-label prompts when the head's mean output "
+           "at the last token over clean few-shot prompts is patched in (first order), averaged over tasks",
+           f"the top {function_vectors.K} by AIE (as the paper); their summed output added to zero-shot prompts "
+           "lifts top-1 accuracy more than every draw of as many heads from all heads"),
     Family("induction", "Induction head", "Latent Reasoning", "induction_heads", ("olsson2022induction",),
            "prefix-matching score on repeated random tokens, mean ablation, a toy trained from scratch", induction,
            "share of attention from a token to the key after its earlier occurrence (prefix matching)",
