@@ -102,6 +102,25 @@ def test_adding_a_zero_vector_leaves_the_final_state_unchanged(tiny_smol):
         interventions.final_with_end_added(tiny_smol, tokens, 0, torch.zeros(2, 3))
 
 
+def test_adding_after_each_sets_own_layer_matches_a_full_pass_that_adds_at_end(tiny_smol):
+    tokens = fv.prompts(tiny_smol, "capitalize", n=3, shots=2, seed=1).zero_shot
+    n_layers, d_model = tiny_smol.cfg.n_layers, tiny_smol.cfg.d_model
+    vectors = torch.randn(5, d_model, generator=torch.Generator().manual_seed(0))
+    layers = [i % n_layers for i in range(5)]
+    cached = interventions.final_with_end_added(tiny_smol, tokens, layers, vectors, max_rows=6)  # chunks
+
+    for i, (layer, vector) in enumerate(zip(layers, vectors)):
+        def add(activation, hook=None, vector=vector):
+            out = activation.clone()
+            out[:, -1] = out[:, -1] + vector
+            return out
+
+        full = capture.final_at(tiny_smol, tokens, fwd_hooks=[(f"blocks.{layer}.hook_resid_post", add)])
+        torch.testing.assert_close(cached[i], full, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="one layer per vector"):
+        interventions.final_with_end_added(tiny_smol, tokens, [0, 0], vectors)
+
+
 def test_end_attribution_is_linear_and_matches_exact_patching_for_a_small_move(tiny_smol):
     batch = fv.prompts(tiny_smol, "antonym", n=4, shots=2, seed=2)
     tokens = batch.shuffled

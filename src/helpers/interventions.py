@@ -12,6 +12,7 @@ large forward passes instead of hundreds of small ones (measured in ``benchmarks
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -225,26 +226,48 @@ def final_with_end_patches(model: TransformerBridge, tokens: Int[Tensor, "batch 
 
 
 @torch.no_grad()
-def final_with_end_added(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], layer: int,
-                         vectors: Float[Tensor, "set d_model"]) -> Float[Tensor, "set batch d_model"]:
+def final_with_end_added(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], layer: int | Sequence[int],
+                         vectors: Float[Tensor, "set d_model"], *, max_rows: int = 2048
+                         ) -> Float[Tensor, "set batch d_model"]:
     """The final norm's output at END with ``vectors[i]`` added to END's residual after block `layer`.
 
     The batch is repeated once per vector (copy i gets vector i; a zero row gives the clean run), so a
-    function vector, its controls and every random draw run in one batched pass (Todd et al. 2024 add a
-    function vector to the residual stream of a zero-shot prompt this way). Stops before the unembedding.
+    function vector, its controls and every random draw run in a few batched passes (Todd et al. 2024 add
+    a function vector to the residual stream of a zero-shot prompt this way). `layer` is one block for
+    every vector, or one block per vector (a layer sweep in one call). Only END changes, so the prefix
+    (every position but END) runs once with a KV cache and each copy runs END alone, as
+    `patching.patched_final_at_end` does; it stops before the unembedding.
     """
     check_tokens(model, tokens)
-    if not 0 <= layer < model.cfg.n_layers:
-        raise ValueError(f"layer must lie in [0, {model.cfg.n_layers}); got {layer}")
     if vectors.ndim != 2 or vectors.shape[1] != model.cfg.d_model:
         raise ValueError(f"vectors must be [set, d_model={model.cfg.d_model}]; got {tuple(vectors.shape)}")
-    batch = tokens.shape[0]
-    rows = vectors.repeat_interleave(batch, dim=0)  # [set * batch, d_model], set-major like the tokens
+    layers = [layer] * len(vectors) if isinstance(layer, int) else list(layer)
+    if len(layers) != len(vectors):
+        raise ValueError(f"pass one layer, or one layer per vector; got {len(layers)} layers for "
+                         f"{len(vectors)} vectors")
+    bad = [value for value in layers if not 0 <= value < model.cfg.n_layers]
+    if bad:
+        raise ValueError(f"layer must lie in [0, {model.cfg.n_layers}); got {bad[0]}")
+    if tokens.shape[1] < 2:
+        raise ValueError("tokens need at least two positions: a prefix to cache and END")
+    device, batch = model.cfg.device, tokens.shape[0]
+    _, prefix = model.run_with_hooks(tokens[:, :-1].to(device), return_type="logits_and_cache")
+    finals = []
+    per_pass = max(1, max_rows // batch)
+    for start in range(0, len(vectors), per_pass):
+        stop = min(start + per_pass, len(vectors))
+        rows = vectors[start:stop].repeat_interleave(batch, dim=0)  # [sets * batch, d_model], set-major
+        where = torch.tensor(layers[start:stop]).repeat_interleave(batch)  # [sets * batch]
 
-    def add(activation: Tensor, hook=None) -> Tensor:
-        out = activation.clone()  # never write into the activation the model passes on
-        out[:, -1] = out[:, -1] + rows.to(out.device, out.dtype)
-        return out
+        def add(at: int):
+            def hook(activation: Tensor, hook=None) -> Tensor:
+                move = rows * (where == at).to(rows.dtype)[:, None]  # only the rows that add after `at`
+                return activation + move.to(activation.device, activation.dtype)[:, None]  # END alone
+            return hook
 
-    hooks = [(f"blocks.{layer}.hook_resid_post", add)]
-    return final_at(model, tokens.repeat(len(vectors), 1), fwd_hooks=hooks).reshape(len(vectors), batch, -1)
+        cache = copy.deepcopy(prefix)
+        cache.batch_select_indices(torch.arange(batch, device=device).repeat(stop - start))
+        hooks = [(f"blocks.{at}.hook_resid_post", add(at)) for at in sorted(set(layers[start:stop]))]
+        final = final_at(model, tokens[:, -1:].repeat(stop - start, 1), fwd_hooks=hooks, past_key_values=cache)
+        finals.append(final.reshape(stop - start, batch, -1))
+    return torch.cat(finals)
