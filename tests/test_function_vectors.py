@@ -121,6 +121,19 @@ def test_adding_after_each_sets_own_layer_matches_a_full_pass_that_adds_at_end(t
         interventions.final_with_end_added(tiny_smol, tokens, [0, 0], vectors)
 
 
+def test_top1_from_a_shortlist_equals_the_full_read(tiny_smol):
+    generator = torch.Generator().manual_seed(3)
+    final = torch.randn(40, 3, tiny_smol.cfg.d_model, generator=generator)  # [set, batch, d_model]
+    answers = torch.tensor([1, 5, 7])
+    final[5:9] = final[0]  # repeated rows
+    full = fv._chunked(tiny_smol, final, answers)[1]
+    for shortlist in (1, 2, 8):
+        torch.testing.assert_close(fv._top1(tiny_smol, final, answers, rows=6, shortlist=shortlist), full)
+    best = readout.logits(tiny_smol, final).argmax(-1)  # [set, batch]: make some rows hits
+    torch.testing.assert_close(fv._top1(tiny_smol, final, best[7], rows=6, shortlist=1),
+                               fv._chunked(tiny_smol, final, best[7])[1])
+
+
 def test_end_attribution_is_linear_and_matches_exact_patching_for_a_small_move(tiny_smol):
     batch = fv.prompts(tiny_smol, "antonym", n=4, shots=2, seed=2)
     tokens = batch.shuffled
