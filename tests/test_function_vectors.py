@@ -197,3 +197,28 @@ def test_screen_exact_aie_and_steering_run_on_the_tiny_model(tiny_smol):
     with pytest.raises(ValueError, match="every task failed"):
         fv.average_aie([])
     assert len(fv.decoded(tiny_smol, fv.function_vector(screens[0].outputs, found), k=5)) == 5
+
+
+def test_norm_matched_draws_and_the_diagnosis_on_the_tiny_model(tiny_smol):
+    names = ["antonym", "capitalize"]
+    sizes = fv.Sizes(n=4, shots=2, n_zero=3, n_draws=3)
+    _, screens = fv.screen_tasks(tiny_smol, names, sizes=sizes, seed=0)
+    found = fv.heads.top(fv.average_aie(screens), 2)
+    zero = fv.zero_shot_batches(tiny_smol, names, sizes=sizes, seed=0)
+    plain = fv.steering(tiny_smol, zero, screens, found, n_draws=3, seed=0, layer=0)
+    matched = fv.steering(tiny_smol, zero, screens, found, n_draws=3, seed=0, layer=0, norm_matched=True)
+    assert matched.values.shape == (3 + 3 + 3, 6)
+    torch.testing.assert_close(matched.values[:6], plain.values)  # the raw draws are the same draws
+    assert matched.matched_check.n_draws == 3 and matched.check.n_draws == 3
+    with pytest.raises(ValueError, match="norm_matched"):
+        plain.matched_check
+    n_layers, n_heads = tiny_smol.cfg.n_layers, tiny_smol.cfg.n_heads
+    probe = fv.diagnose(tiny_smol, zero, screens, found, n_draws=3, seed=0, layer=0)
+    assert probe.singles.shape == (n_layers, n_heads) and probe.top_k.shape == (2,)
+    assert probe.draw_norms.shape == (3,) and probe.draw_has_top.shape == (3,)
+    assert 1 <= probe.single_rank(found[0]) <= n_layers * n_heads
+    # the top-2 sum is the function vector, so its row is the steering's own row
+    assert float(probe.top_k[-1]) == float(plain.values[1].mean())
+    bare = fv.diagnose(tiny_smol, zero, screens, found, n_draws=3, seed=0, layer=0, singles=False)
+    assert bare.singles is None
+    torch.testing.assert_close(bare.top_k, probe.top_k)
