@@ -19,6 +19,7 @@ from helpers.checks import (
     atlas,
     fact_sources,
     function_vectors,
+    in_context,
     ioi,
     iteration,
     mcq,
@@ -36,7 +37,7 @@ from helpers.checks import (
     syntax,
 )
 
-__all__ = ["atlas", "fact_sources", "function_vectors", "ioi", "iteration", "mcq", "mcq_answers", "patterns", "positional",
+__all__ = ["atlas", "fact_sources", "function_vectors", "in_context", "ioi", "iteration", "mcq", "mcq_answers", "patterns", "positional",
            "rare_words", "recall", "retrieval", "semantic_induction", "sentiment", "subwords", "successor", "summary_reader",
            "syntax",
            "verdict", "NOT_ATTEMPTED", "NOT_YET"]

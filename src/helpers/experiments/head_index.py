@@ -208,6 +208,12 @@ NAMINGS: tuple[Naming, ...] = (
     Naming(_SMOL, "L23H7", "context_heads", "context head: pushes the context's capital in every format"),
     Naming(_SMOL, "L29H1", "context_heads",
            "context head in Q/A only: pushes the remembered capital in the other formats"),
+    # in_context_heads
+    Naming(_SMOL, "L18H6", "in_context_heads",
+           "in-context head: top END ablation drop; attends to the matching labels, copies them"),
+    *_named(_SMOL, "in_context_heads",
+            "passes the in-context screen (END zero ablation); does not attend to the labels",
+            "L14H3", "L20H1"),
     # induction_heads
     Naming(_SMOL, "L18H6", "induction_heads", "induction head, first on the screen; in the ablated top three"),
     Naming(_SMOL, "L17H4", "induction_heads", "induction head, second on the screen; in the ablated top three"),

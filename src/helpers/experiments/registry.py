@@ -22,6 +22,7 @@ from helpers.experiments import (
     fact_sources,
     function_vectors,
     global_retrieval,
+    in_context,
     induction,
     inhibition,
     iteration,
@@ -236,6 +237,14 @@ FAMILIES: tuple[Family, ...] = (
            "at the last token over clean few-shot prompts is patched in (first order), averaged over tasks",
            f"the top {function_vectors.K} by AIE (as the paper); their summed output added to zero-shot prompts "
            "lifts top-1 accuracy more than every draw of as many heads from all heads"),
+    Family("in_context", "In-context head", "Latent Reasoning", "in_context_heads", ("yu2024incontext",),
+           "sentiment sentences labelled foo / bar in both mappings against shuffled labels; zero ablation of "
+           "every head at END; top three against random heads; attention to the labels and effective-OV label "
+           "copying; held-out frame", in_context,
+           "drop of the signed label difference (logit of the demonstrated label minus the other) when the head "
+           "is zero-ablated at the last position",
+           f"above the {in_context.QUANTILE:.0%} quantile of all heads' drops and at least "
+           f"{in_context.MIN_SHARE:.0%} of the largest"),
     Family("induction", "Induction head", "Latent Reasoning", "induction_heads", ("olsson2022induction",),
            "prefix-matching score on repeated random tokens, mean ablation, a toy trained from scratch", induction,
            "share of attention from a token to the key after its earlier occurrence (prefix matching)",
