@@ -30,7 +30,9 @@ Not in it: the correct head (its page screens layers by vocabulary projection, n
 (attribution patching on acronyms), the associative memories (a toy trained on the page), and the inhibition
 and backup families (path patching and knockouts of the heads other screens find), and the global retrieval
 head (a test of head sets, ranked by the retrieval score, not a screen of single heads), and the iteration
-head (toys trained on its page, like the associative memories). The successor head is screened through its
+head (toys trained on its page, like the associative memories). Not yet in it: the function vector and
+in-context heads (their screens would cost about 40 s and 2 minutes per model of the atlas's 3-minute budget,
+and adding them moves the head atlas page's counts, which must then be re-run and re-pinned). The successor head is screened through its
 weights (block 0, the head's OV, the unembedding), and no head meets its rule in either model. The positional,
 subword merge and syntactic heads read prose and templated sentences, so they are task families here: they
 need a tokenizer that a toy does not have. The atlas lists the positional page's offset heads only, not the
