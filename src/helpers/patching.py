@@ -253,6 +253,38 @@ def path_patched_receivers(model: TransformerBridge, tokens: Int[Tensor, "batch 
     return PathResult(final=torch.cat(finals), attention=torch.cat(rows_attention))
 
 
+def _z_gradients(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
+                 metric: Callable[[Tensor], Tensor], *, end_only: bool) -> tuple[Tensor, Tensor]:
+    """The gradient of ``metric(final norm output at END)`` (``[batch, d_model]`` -> scalar) with respect to
+    every layer's ``z``, at every position (``[layer, batch, pos, head, d_head]``) or at END only
+    (``[layer, batch, head, d_head]``), from one forward and one backward pass; with the clean ``z``
+    ``[layer, batch, pos, head, d_head]``. Both attribution estimates below are this gradient times a move."""
+    n_layers, n_heads, d_head = model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head
+    shape = (tokens.shape[0], n_heads, d_head) if end_only else (*tokens.shape, n_heads, d_head)
+    zeros = [torch.zeros(shape, device=model.cfg.device, requires_grad=True) for _ in range(n_layers)]
+    clean: dict[int, Tensor] = {}
+    store: dict[str, Tensor] = {}
+
+    def add_zero(layer: int):
+        def hook(z: Tensor, hook=None) -> Tensor:
+            clean[layer] = z.detach().float().cpu()
+            if not end_only:
+                return z + zeros[layer].to(z.dtype)
+            out = z.clone()
+            out[:, -1] = out[:, -1] + zeros[layer].to(z.dtype)
+            return out
+        return hook
+
+    def keep_final(activation: Tensor, hook=None) -> None:
+        store["final"] = activation[:, -1]
+
+    with torch.enable_grad():
+        run_until(model, tokens, [(z_hook(layer), add_zero(layer)) for layer in range(n_layers)]
+                  + [(FINAL_OUT, keep_final)], stop_at=FINAL_OUT)
+        grads = torch.autograd.grad(metric(store["final"]), zeros)
+    return torch.stack([g.float().cpu() for g in grads]), torch.stack([clean[layer] for layer in range(n_layers)])
+
+
 def attribution_patching(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
                          source_z: Float[Tensor, "layer batch pos head d_head"],
                          answers: Int[Tensor, "batch"], wrong: Int[Tensor, "batch"]) -> Float[Tensor, "layer head"]:
@@ -265,29 +297,10 @@ def attribution_patching(model: TransformerBridge, tokens: Int[Tensor, "batch po
     """
     check_tokens(model, tokens)
     _check_source(model, tokens, source_z)
-    directions = answer_directions(model, answers, wrong).to(model.cfg.device)
-    deltas = [torch.zeros(source_z.shape[1:], device=model.cfg.device, requires_grad=True)
-              for _ in range(model.cfg.n_layers)]
-    clean: dict[int, Tensor] = {}
-    store: dict[str, Tensor] = {}
-
-    def add_delta(layer: int):
-        def hook(z: Tensor, hook=None) -> Tensor:
-            clean[layer] = z.detach().float().cpu()
-            return z + deltas[layer].to(z.dtype)
-        return hook
-
-    def keep_final(activation: Tensor, hook=None) -> None:
-        store["final"] = activation[:, -1]
-
-    with torch.enable_grad():
-        run_until(model, tokens, [(z_hook(layer), add_delta(layer)) for layer in range(model.cfg.n_layers)]
-                  + [(FINAL_OUT, keep_final)], stop_at=FINAL_OUT)
-        metric = (store["final"].float() * directions.float()).sum(-1).mean()
-        grads = torch.autograd.grad(metric, deltas)
-    gradient = torch.stack([g.float().cpu() for g in grads])  # [layer, batch, pos, head, d_head]
-    difference = source_z.float().cpu() - torch.stack([clean[layer] for layer in range(model.cfg.n_layers)])
-    return (difference * gradient).sum(dim=(1, 2, 4))  # the metric is a batch mean already
+    directions = answer_directions(model, answers, wrong).to(model.cfg.device).float()
+    gradient, clean = _z_gradients(model, tokens, lambda final: (final.float() * directions).sum(-1).mean(),
+                                   end_only=False)
+    return ((source_z.float().cpu() - clean) * gradient).sum(dim=(1, 2, 4))  # the metric is a batch mean already
 
 
 def end_attribution(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
@@ -306,23 +319,5 @@ def end_attribution(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
     if tuple(delta.shape[:3]) != expected:
         raise ValueError(f"delta must be [layer, batch, head, d_head] = {expected} + (d_head,); "
                          f"got {tuple(delta.shape)}")
-    zeros = [torch.zeros(delta.shape[1:], device=model.cfg.device, requires_grad=True)
-             for _ in range(model.cfg.n_layers)]
-    store: dict[str, Tensor] = {}
-
-    def add_zero(layer: int):
-        def hook(z: Tensor, hook=None) -> Tensor:
-            out = z.clone()
-            out[:, -1] = out[:, -1] + zeros[layer].to(z.dtype)
-            return out
-        return hook
-
-    def keep_final(activation: Tensor, hook=None) -> None:
-        store["final"] = activation[:, -1]
-
-    with torch.enable_grad():
-        run_until(model, tokens, [(z_hook(layer), add_zero(layer)) for layer in range(model.cfg.n_layers)]
-                  + [(FINAL_OUT, keep_final)], stop_at=FINAL_OUT)
-        grads = torch.autograd.grad(metric(store["final"].float()), zeros)
-    gradient = torch.stack([g.float().cpu() for g in grads])  # [layer, batch, head, d_head]
+    gradient, _ = _z_gradients(model, tokens, lambda final: metric(final.float()), end_only=True)
     return (delta.float().cpu() * gradient).sum(dim=(1, 3))
