@@ -15,14 +15,15 @@ Two kinds of family:
 - **Task families** (memory, context, negative, mover, name mover and negative name mover heads; positional,
   subword merge, syntactic, rare words, retrieval, sentiment summarizer, semantic induction, subject and
   relation heads; and the five multiple-choice families: constant, single letter, content gatherer, correct
-  letter, amplification heads; and the successor and summary reader heads), defined by a task's
-  direct effect, by attention on a task's tokens, or, for the multiple-choice families, by END's attention on
-  the options. Each runs its page's behaviour gate and screen with the page's functions, sizes and
+  letter, amplification heads; the successor and summary reader heads; the function vector and in-context
+  heads), defined by a task's direct effect, by attention on a task's tokens, by a patch or an ablation at
+  END, or, for the multiple-choice families, by END's attention on the options. Each runs its page's behaviour gate and screen with the page's functions, sizes and
   seeds, and picks the heads its page's screen picks (`TaskScreen`); families that read the same task share
   its passes (IOI: one read for name movers and negative name movers; knowledge conflict: one screen for
   memory and context heads; factual prompts: one source-split pass for subject and relation heads; multiple
   choice: one `mcq.study`, the one its six pages read; needle in a haystack: the needle run the retrieval pages
-  keep in the results store). The pages' causal checks are not re-run here: the atlas says which heads each
+  keep in the results store; in-context labels: the gate and screen the in-context page keeps in the store).
+  The pages' causal checks are not re-run here: the atlas says which heads each
   screen picks, the family page says whether they carry the behaviour. They need a real model's vocabulary
   and are skipped on toys; a family whose gate fails lists no heads and says so.
 
@@ -30,9 +31,9 @@ Not in it: the correct head (its page screens layers by vocabulary projection, n
 (attribution patching on acronyms), the associative memories (a toy trained on the page), and the inhibition
 and backup families (path patching and knockouts of the heads other screens find), and the global retrieval
 head (a test of head sets, ranked by the retrieval score, not a screen of single heads), and the iteration
-head (toys trained on its page, like the associative memories). Not yet in it: the function vector and
-in-context heads (their screens would cost about 40 s and 2 minutes per model of the atlas's 3-minute budget,
-and adding them moves the head atlas page's counts, which must then be re-run and re-pinned). The successor head is screened through its
+head (toys trained on its page, like the associative memories). The function vector screen lists the top
+ten heads by average indirect effect whenever a task passes its gate, as its page and paper pick them: a
+ranking, not a pass rule, so those ten are there by construction. The successor head is screened through its
 weights (block 0, the head's OV, the unembedding), and no head meets its rule in either model. The positional,
 subword merge and syntactic heads read prose and templated sentences, so they are task families here: they
 need a tokenizer that a toy does not have. The atlas lists the positional page's offset heads only, not the
@@ -80,6 +81,8 @@ from helpers.experiments import (
     conflict,
     duplicate,
     fact_sources,
+    function_vectors,
+    in_context,
     induction,
     ioi,
     mcq,
@@ -198,7 +201,9 @@ UNITS = {"previous_token": "share of attention", "duplicate": "share of attentio
          "subject": "logit", "relation": "logit", "positional": "share of argmax choices",
          "subword_merge": "share of attention", "syntactic": "accuracy above baseline",
          "successor": "share of tokens mapped to their successor",
-         "summary_reader": "signed mood difference via the summary positions"}
+         "summary_reader": "signed mood difference via the summary positions",
+         "function_vector": "average indirect effect (probability)",
+         "in_context": "signed label difference lost"}
 
 
 @dataclass(frozen=True)
@@ -406,16 +411,43 @@ def fact_source_screens(model: TransformerBridge, *, seed: int) -> dict[str, Tas
             for i, key in enumerate(("subject", "relation"))}
 
 
+def function_vector_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """Function vector heads: the top `function_vectors.K` heads by the average indirect effect over the tasks
+    whose gate passes (`function_vectors.gated_screens`, the prompts and seeds `function_vectors.study` uses).
+    The page picks the top K, as the paper, so a model that passes any task's gate lists K heads."""
+    sizes = function_vectors.Sizes()
+    _, gates, screens = function_vectors.gated_screens(model, function_vectors.SCREEN_TASKS, sizes=sizes,
+                                                       seed=seed, gate_seed=seed)
+    kept = [screen for gate, screen in zip(gates, screens) if gate.passed]
+    verdicts = ", ".join(f"{gate.task} {'kept' if gate.passed else 'dropped'}" for gate in gates)
+    if not kept:
+        return {"function_vector": _empty(model, "function_vector", f"FAIL: no task passes its gate ({verdicts})")}
+    aie = function_vectors.average_aie(kept)
+    return {"function_vector": TaskScreen("function_vector", aie, heads.top(aie, function_vectors.K),
+                                          f"PASS: {verdicts}")}
+
+
+def in_context_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """In-context heads: each head's drop of the signed label difference when zero-ablated at END, with its
+    page's rule, gated by the foo / bar gate (`in_context.gated_screen`, kept in the results store and shared
+    with the page)."""
+    gate, found = in_context.gated_screen(model, sizes=in_context.Sizes(), seed=seed)
+    if found is None:
+        return {"in_context": _empty(model, "in_context", gate.summary())}
+    return {"in_context": _gated("in_context", found.scores, found.passing, gate)}
+
+
 # The task families' screens, in registry order within each task; each runner shares its task's passes.
 TASK_SCREENS: tuple[Callable[..., dict[str, TaskScreen]], ...] = (
     conflict_screens, negative_screens, mcq_screens, positional_screens, subword_screens, syntactic_screens,
     rare_words_screens, retrieval_screens, sentiment_screens, semantic_induction_screens, fact_source_screens,
-    mover_screens, ioi_screens, successor_screens, summary_reader_screens)
+    mover_screens, ioi_screens, successor_screens, summary_reader_screens, function_vector_screens,
+    in_context_screens)
 TASK_FAMILIES = ("memory", "context", "constant", "single_letter", "negative", "positional", "subword_merge",
                  "syntactic", "rare_words", "retrieval",
                  "sentiment_summarizer", "semantic_induction", "subject", "relation", "mover", "name_mover",
-                 "negative_name_mover", "content_gatherer", "successor", "summary_reader", "correct_letter",
-                 "amplification")
+                 "negative_name_mover", "content_gatherer", "successor", "summary_reader", "function_vector",
+                 "in_context", "correct_letter", "amplification")
 # Families defined by the form of the text, whatever it says: where a head attends by position, to a repeated
 # token, within a word, along a grammatical arc, or to what followed an earlier copy. The rest are defined by a
 # task's content or answer.
@@ -557,7 +589,8 @@ FAMILY_COLORS = {"previous_token": "#8172b3", "duplicate": "#937860", "induction
                  "amplification": "#666666", "rare_words": "#b3de69", "retrieval": "#fb8072",
                  "sentiment_summarizer": "#fdb462", "semantic_induction": "#80b1d3", "subject": "#bc80bd",
                  "relation": "#8dd3c7", "positional": "#000000", "subword_merge": "#b15928",
-                 "syntactic": "#ffed6f", "successor": "#6a3d9a", "summary_reader": "#e31a1c"}
+                 "syntactic": "#ffed6f", "successor": "#6a3d9a", "summary_reader": "#e31a1c",
+                 "function_vector": "#1f78b4", "in_context": "#33a02c"}
 
 
 def relative_depth(head: heads.Head, n_layers: int) -> float:

@@ -358,9 +358,12 @@ NAMINGS: tuple[Naming, ...] = (
     Naming(_SMOL, "L23H1", "head_atlas", "six atlas screens: context, mover, name mover, retrieval, semantic induction, subject"),
     Naming(_GEMMA, "L12H1", "head_atlas", "five atlas screens: context, mover, name mover, semantic induction, subject"),
     Naming(_SMOL, "L8H1", "head_atlas", "not a duplicate head on the atlas's far random repeats"),
-    *_named(_SMOL, "head_atlas", "duplicate head on the atlas's random repeats, not on its page", "L9H2", "L14H3"),
+    Naming(_SMOL, "L9H2", "head_atlas", "duplicate head on the atlas's random repeats, not on its page"),
+    Naming(_SMOL, "L14H3", "head_atlas", "in-context head and, on random repeats only, duplicate head in the atlas"),
     *_named(_SMOL, "head_atlas", "summary reader in the atlas, level in depth with the induction heads",
             "L18H4", "L18H3", "L21H1"),
+    *_named(_SMOL, "head_atlas", "in-context head in the atlas, shallower than the induction heads",
+            "L18H6", "L20H1"),
 )
 
 

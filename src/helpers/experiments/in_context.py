@@ -467,12 +467,25 @@ def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) ->
                         model=models.spec_of(model).name, weights=store.weights_digest(model), sizes=sizes, seed=seed)
 
 
+def gated_screen(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) -> tuple[Gate, Screen | None]:
+    """The gate (seed `seed`) and, if it passes, the screen (seed `seed + 10`), as `study` runs them; kept in
+    the results store on its own, so the head atlas and the page compute them once between them."""
+    def compute() -> tuple[Gate, Screen | None]:
+        passed = gate(model, n=sizes.gate_prompts, shots=sizes.shots, seed=seed)
+        if not passed.passed:
+            return passed, None
+        return passed, screen(model, n=sizes.screen_prompts, shots=sizes.shots, seed=seed + 10)
+
+    return store.cached("in-context-screen", compute, model=models.spec_of(model).name,
+                        weights=store.weights_digest(model), shots=sizes.shots, gate_prompts=sizes.gate_prompts,
+                        screen_prompts=sizes.screen_prompts, seed=seed)
+
+
 def _study(model: TransformerBridge, *, sizes: Sizes, seed: int) -> Study:
     name = models.spec_of(model).name
-    passed = gate(model, n=sizes.gate_prompts, shots=sizes.shots, seed=seed)
-    if not passed.passed:
+    passed, found = gated_screen(model, sizes=sizes, seed=seed)
+    if found is None:
         return Study(model=name, gate=passed)
-    found = screen(model, n=sizes.screen_prompts, shots=sizes.shots, seed=seed + 10)
     top = found.top(sizes.top_k)
     check = ablation_check(model, top, n=sizes.check_prompts, shots=sizes.shots, n_random=sizes.n_random,
                            seed=seed + 20)
