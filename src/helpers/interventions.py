@@ -271,3 +271,43 @@ def final_with_end_added(model: TransformerBridge, tokens: Int[Tensor, "batch po
         final = final_at(model, tokens[:, -1:].repeat(stop - start, 1), fwd_hooks=hooks, past_key_values=cache)
         finals.append(final.reshape(stop - start, batch, -1))
     return torch.cat(finals)
+
+
+@torch.no_grad()
+def final_with_end_z_added(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
+                           additions: Float[Tensor, "set layer head d_head"], *, max_rows: int = 1024
+                           ) -> Float[Tensor, "set batch d_model"]:
+    """The final norm's output at END with ``additions[i]`` added to every head's ``hook_z`` at END, per copy.
+
+    Directional addition at the heads (Li et al. 2023's inference-time intervention, at one position): copy i
+    of the batch gets ``z[:, END] += additions[i]`` (a zero row leaves a head alone; an all-zero set is the
+    clean run). As in `final_with_end_added`, the prefix runs once with a KV cache and each copy runs END alone.
+    """
+    check_tokens(model, tokens)
+    expected = (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head)
+    if additions.ndim != 4 or tuple(additions.shape[1:]) != expected:
+        raise ValueError(f"additions must be [set, layer, head, d_head] = [set, {', '.join(map(str, expected))}]; "
+                         f"got {tuple(additions.shape)}")
+    if tokens.shape[1] < 2:
+        raise ValueError("tokens need at least two positions: a prefix to cache and END")
+    device, batch = model.cfg.device, tokens.shape[0]
+    _, prefix = model.run_with_hooks(tokens[:, :-1].to(device), return_type="logits_and_cache")
+    used = [layer for layer in range(expected[0]) if bool(additions[:, layer].any())]
+    finals = []
+    per_pass = max(1, max_rows // batch)
+    for start in range(0, len(additions), per_pass):
+        stop = min(start + per_pass, len(additions))
+
+        def add(layer: int):
+            rows = additions[start:stop, layer].repeat_interleave(batch, dim=0)  # [sets * batch, head, d_head]
+
+            def hook(z: Tensor, hook=None) -> Tensor:
+                return z + rows.to(z.device, z.dtype)[:, None]  # z is END alone: [rows, 1, head, d_head]
+            return hook
+
+        cache = copy.deepcopy(prefix)
+        cache.batch_select_indices(torch.arange(batch, device=device).repeat(stop - start))
+        hooks = [(z_hook(layer), add(layer)) for layer in used]
+        final = final_at(model, tokens[:, -1:].repeat(stop - start, 1), fwd_hooks=hooks, past_key_values=cache)
+        finals.append(final.reshape(stop - start, batch, -1))
+    return torch.cat(finals)
