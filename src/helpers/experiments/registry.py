@@ -41,6 +41,7 @@ from helpers.experiments import (
     successor,
     summary_reader,
     syntax,
+    truthfulness,
     yesno,
 )
 from helpers.heads import Head
@@ -245,6 +246,15 @@ FAMILIES: tuple[Family, ...] = (
            "is zero-ablated at the last position",
            f"above the {in_context.QUANTILE:.0%} quantile of all heads' drops and at least "
            f"{in_context.MIN_SHARE:.0%} of the largest"),
+    Family("truthfulness", "Truthfulness head", "Latent Reasoning", "truthfulness_heads",
+           ("li2023iti", "hoscilowicz2024nliti"),
+           "true / false statements of facts the model knows (answers balanced, pairs differ only in the answer); a "
+           "logistic probe per head at the statement's last token against shuffled labels; mass-mean direction "
+           "added to the top heads on held-out facts against random directions and random heads", truthfulness,
+           "2-fold cross-validated accuracy of a logistic probe on the head's output (hook_z) at the last token",
+           f"accuracy >= {truthfulness.MIN_ACCURACY:.0%} and above the {truthfulness.QUANTILE:.0%} quantile of all "
+           "heads' accuracies on shuffled labels; the family passes only if steering the top heads also beats "
+           "both nulls on held-out facts"),
     Family("induction", "Induction head", "Latent Reasoning", "induction_heads", ("olsson2022induction",),
            "prefix-matching score on repeated random tokens, mean ablation, a toy trained from scratch", induction,
            "share of attention from a token to the key after its earlier occurrence (prefix matching)",

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
 MIN_ACCURACY = 0.70  # a passing head's cross-validated probe accuracy is at least this ...
 QUANTILE = 0.99  # ... and above this quantile of all heads' accuracies on shuffled labels
+MAX_PER_ANSWER = 2  # facts sharing one answer ("Arabic") kept per domain
+MIN_KNOWN = 8  # the gate needs at least this many known facts in every domain
 
 
 @dataclass(frozen=True)
@@ -179,15 +181,17 @@ class Statements:
     domains: tuple[str, ...]
 
 
-def statements(facts: Sequence[Facts], *, seed: int, max_facts: int) -> Statements:
-    """Each domain's known facts (at most `max_facts`, drawn with `seed`) split into two folds; in each fold and
-    domain the false answers permute the true ones (`false_answers`). Raises ValueError if a fold gets < 2."""
+def statements(facts: Sequence[Facts], *, seed: int, max_facts: int, known_only: bool = True) -> Statements:
+    """Each domain's known facts (every usable fact with ``known_only=False``; at most `max_facts`, drawn with
+    `seed`) split into two folds; in each fold and domain the false answers permute the true ones
+    (`false_answers`); at most `MAX_PER_ANSWER` facts per answer. Raises ValueError if a fold gets < 2."""
     rng = random.Random(seed)
     texts, prefixes, trues, falses, labels, folds, names = [], [], [], [], [], [], []
     for table in facts:
-        kept = table.kept
+        kept = table.kept if known_only else list(table.facts)
         rng.shuffle(kept)
-        kept = kept[:max_facts]
+        kept = [fact for i, fact in enumerate(kept)  # at most 2 facts per answer, so every fold can permute
+                if [a for _, a in kept[:i]].count(fact[1]) < MAX_PER_ANSWER][:max_facts]
         halves = (kept[0::2], kept[1::2])
         for fold, half in enumerate(halves):
             if len(half) < 2:
@@ -235,14 +239,15 @@ class Gate:
 
     @property
     def passed(self) -> bool:
-        return self.test.passed
+        return self.test.passed and min(k for k, _ in self.known.values()) >= MIN_KNOWN
 
     def summary(self) -> str:
         known = ", ".join(f"{name} {k} of {n}" for name, (k, n) in self.known.items())
         return (f"{'PASS' if self.passed else 'FAIL'}: known facts (true answer first among the domain's answers): "
                 f"{known}; on the {len(self.margins)} statement pairs built from them the true answer beats the "
                 f"false one by {self.test.metric} logits (p = {self.test.p_value:.4f} against 0); top-1 over the "
-                f"whole vocabulary on {self.strict:.0%}")
+                f"whole vocabulary on {self.strict:.0%} (rule: p < 0.01, interval above 0, >= {MIN_KNOWN} known facts "
+                f"per domain)")
 
 
 def margins(model: TransformerBridge, final: Float[Tensor, "... batch d_model"], data: Statements
@@ -260,7 +265,7 @@ def gate(model: TransformerBridge, facts: Sequence[Facts], data: Statements, *, 
     values = margins(model, final, data)
     test = stats.behaviour_gate(values, torch.zeros_like(values), paired=True, seed=seed, name="true statements",
                                 metric_name="true-minus-false margin", null_name="(no preference)")
-    top1 = torch.cat([f.top1[f.known] for f in facts]).float().mean()
+    top1 = torch.cat([f.top1[f.known] for f in facts]).float().mean() if any(f.known.any() for f in facts) else 0.0
     return Gate(margins=values, known={f.domain.name: (int(f.known.sum()), len(f.facts)) for f in facts},
                 strict=float(top1), test=test)
 
@@ -418,11 +423,20 @@ class Run:
 
 
 def prepare(model: TransformerBridge, *, sizes: Sizes, seed: int) -> Run:
-    """Gate the facts of every page domain and of the held-out one; build statements and read the heads."""
+    """Gate the facts of every page domain and of the held-out one; build statements and read the heads
+    (kept in the results store: the page and `study` share one run)."""
+    return store.cached("truthfulness-run", lambda: _prepare(model, sizes=sizes, seed=seed),
+                        model=models.spec_of(model).name, weights=store.weights_digest(model),
+                        max_facts=sizes.max_facts, seed=seed)
+
+
+def _prepare(model: TransformerBridge, *, sizes: Sizes, seed: int) -> Run:
     facts = tuple(known_facts(model, domain) for domain in PAGE_DOMAINS)
-    data = statements(facts, seed=seed, max_facts=sizes.max_facts)
     held_facts = known_facts(model, HELD_OUT)
-    held = statements([held_facts], seed=seed + 1, max_facts=sizes.max_facts)
+    # too few known facts: the statements use every usable fact, so the gate can report (and fail) on them
+    known_only = all(int(f.known.sum()) >= MIN_KNOWN for f in (*facts, held_facts))
+    data = statements(facts, seed=seed, max_facts=sizes.max_facts, known_only=known_only)
+    held = statements([held_facts], seed=seed + 1, max_facts=sizes.max_facts, known_only=known_only)
     return Run(facts=facts, data=data, features=head_features(model, data.texts), held_facts=held_facts,
                held_data=held, held_features=head_features(model, held.texts))
 
@@ -437,8 +451,9 @@ def _study(model: TransformerBridge, *, sizes: Sizes, seed: int) -> Study:
     name = models.spec_of(model).name
     run = prepare(model, sizes=sizes, seed=seed)
     passed = gate(model, run.facts, run.data, seed=seed)
-    if not passed.passed:
-        return Study(model=name, gate=passed)
+    held_gate = gate(model, [run.held_facts], run.held_data, seed=seed)
+    if not (passed.passed and held_gate.passed):
+        return Study(model=name, gate=passed, held_out_gate=held_gate)
     found = screen(run.features, run.data, n_shuffles=sizes.n_shuffles, seed=seed + 10)
     top = found.top(sizes.top_k)
     direction = probes.mass_mean(run.features, run.data.labels)
@@ -446,4 +461,4 @@ def _study(model: TransformerBridge, *, sizes: Sizes, seed: int) -> Study:
                            seed=seed + 20)
     transfer = probes.transfer_accuracy(run.features, run.data.labels, run.held_features, run.held_data.labels)
     return Study(model=name, gate=passed, screen=found, found=tuple(top), steering=steer, transfer=transfer,
-                 held_out_gate=gate(model, [run.held_facts], run.held_data, seed=seed))
+                 held_out_gate=held_gate)
