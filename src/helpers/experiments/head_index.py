@@ -214,6 +214,9 @@ NAMINGS: tuple[Naming, ...] = (
     *_named(_SMOL, "in_context_heads",
             "passes the in-context screen (END zero ablation); does not attend to the labels",
             "L14H3", "L20H1"),
+    # truthfulness_heads
+    Naming(_SMOL, "L12H5", "truthfulness_heads",
+           "best truth probe (96 %); steering along its direction does not help"),
     # induction_heads
     Naming(_SMOL, "L18H6", "induction_heads", "induction head, first on the screen; in the ablated top three"),
     Naming(_SMOL, "L17H4", "induction_heads", "induction head, second on the screen; in the ablated top three"),
