@@ -96,6 +96,12 @@ def _usable(model: TransformerBridge, domain: Domain) -> list[tuple[str, str]]:
     return [(s, a) for s, a in domain.table if tasks.single_token_id(model, " " + a) is not None]
 
 
+def answer_ids(model: TransformerBridge, answers: Sequence[str]) -> Int[Tensor, "n"]:
+    """The token id of each answer with its leading space (answers are single tokens by construction)."""
+    return torch.tensor([tasks.require_single_token(model, " " + a, why="the margin reads one logit per answer")
+                         for a in answers])
+
+
 def _by_length(model: TransformerBridge, texts: Sequence[str]) -> dict[int, list[int]]:
     """Indices of `texts` grouped by token length: each group runs as one unpadded batch."""
     groups: dict[int, list[int]] = {}
@@ -117,9 +123,9 @@ def final_at_end(model: TransformerBridge, texts: Sequence[str]) -> Float[Tensor
 class Facts:
     """A domain's usable facts and what the model predicts after each prefix.
 
-    ``margin[i, j]``: logit of answer j minus logit of fact i's true answer after fact i's prefix (over the
-    domain's distinct answers, ``answers``); ``known``: the true answer is the argmax among them;
-    ``top1``: it is the top-1 token over the whole vocabulary.
+    ``logits[i, j]``: the logit of answer j (of the domain's distinct answers, ``answers``) after fact i's
+    prefix; ``known``: fact i's true answer is the argmax among them; ``top1``: it is the top-1 token over the
+    whole vocabulary.
     """
 
     domain: Domain
@@ -139,12 +145,12 @@ def known_facts(model: TransformerBridge, domain: Domain) -> Facts:
     """Which of the domain's facts the model gets right from the prefix alone (among the domain's answers)."""
     facts = _usable(model, domain)
     answers = tuple(sorted({a for _, a in facts}))
-    ids = torch.tensor([tasks.single_token_id(model, " " + a) for a in answers])
+    ids = answer_ids(model, answers)
     final = final_at_end(model, [domain.prefix.format(subject=s) for s, _ in facts])
     logits = readout.logits(model, final, ids)  # [fact, answer]
     truth = torch.tensor([answers.index(a) for _, a in facts])
-    true_ids = ids[truth]
-    top1 = torch.stack([readout.logits(model, row[None]).argmax(-1)[0] for row in final]) == true_ids
+    # top-1 over the whole vocabulary, 16 rows at a time (Gemma's 262k columns make full logits large)
+    top1 = torch.cat([readout.logits(model, rows).argmax(-1) for rows in final.split(16)]) == ids[truth]
     return Facts(domain=domain, facts=tuple(facts), answers=answers, logits=logits,
                  known=logits.argmax(-1) == truth, top1=top1)
 
@@ -253,9 +259,8 @@ class Gate:
 def margins(model: TransformerBridge, final: Float[Tensor, "... batch d_model"], data: Statements
             ) -> Float[Tensor, "... fact"]:
     """``logit[true answer] - logit[false answer]`` per fact (the even rows of `data`)."""
-    true_ids = torch.tensor([tasks.single_token_id(model, " " + a) for a in data.true_answers[0::2]])
-    false_ids = torch.tensor([tasks.single_token_id(model, " " + a) for a in data.false_answers[0::2]])
-    return readout.logit_difference(model, final, true_ids, false_ids)
+    return readout.logit_difference(model, final, answer_ids(model, data.true_answers[0::2]),
+                                    answer_ids(model, data.false_answers[0::2]))
 
 
 @torch.no_grad()
@@ -362,8 +367,8 @@ def steering_check(model: TransformerBridge, direction: probes.Direction, found:
     for where in _by_length(model, prefixes).values():
         tokens = tasks.tokenize_prompts(model, [prefixes[i] for i in where])
         final = interventions.final_with_end_z_added(model, tokens, additions)  # [set, batch, d_model]
-        true_ids = torch.tensor([tasks.single_token_id(model, " " + data.true_answers[2 * i]) for i in where])
-        false_ids = torch.tensor([tasks.single_token_id(model, " " + data.false_answers[2 * i]) for i in where])
+        true_ids = answer_ids(model, [data.true_answers[2 * i] for i in where])
+        false_ids = answer_ids(model, [data.false_answers[2 * i] for i in where])
         values[:, where] = readout.logit_difference(model, final, true_ids, false_ids)
     n = len(found)
     same = controls.check_from_values(values[: n_random + 2], found, metric_name="true-minus-false margin",
