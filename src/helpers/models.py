@@ -69,6 +69,7 @@ GPT2_SMALL_PUBLISHED_HEADS: Mapping[str, tuple[Head, ...]] = {
     "copy_suppression": ((10, 7), (11, 10)),
     "successor": ((9, 1),),
     "letter_mover": ((8, 11), (9, 9), (10, 10), (11, 4)),
+    "vulnerable": ((10, 10), (8, 11), (9, 9)),  # secondary summary of García-Carrasco et al. 2024b
 }
 
 REGISTRY: dict[str, ModelSpec] = {

@@ -36,11 +36,12 @@ from helpers.checks import (
     summary_reader,
     syntax,
     truthfulness,
+    vulnerable,
 )
 
 __all__ = ["atlas", "fact_sources", "function_vectors", "in_context", "ioi", "iteration", "mcq", "mcq_answers", "patterns", "positional",
            "rare_words", "recall", "retrieval", "semantic_induction", "sentiment", "subwords", "successor", "summary_reader",
-           "syntax", "truthfulness",
+           "syntax", "truthfulness", "vulnerable",
            "verdict", "NOT_ATTEMPTED", "NOT_YET"]
 
 NOT_ATTEMPTED = "Not attempted yet"

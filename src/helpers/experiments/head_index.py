@@ -83,6 +83,7 @@ def _named(model: str, page: str, role: str, *labels: str) -> tuple[Naming, ...]
 
 _SMOL, _GEMMA, _GPT2 = "smollm2-135m", "gemma3-270m", "gpt2-small"
 _WANG, _ACRONYMS = "(Wang et al.)", "(García-Carrasco et al.)"
+_VULNERABLE = "vulnerable head: carries flips of acronym letters; END patching repairs them"
 
 NAMINGS: tuple[Naming, ...] = (
     # memory_heads
@@ -192,6 +193,14 @@ NAMINGS: tuple[Naming, ...] = (
     Naming(_GPT2, "L1H0", "letter_mover_heads", f"previous-token head of the acronym circuit {_ACRONYMS}"),
     *_named(_GPT2, "letter_mover_heads", f"published previous-token head, also in the acronym circuit {_ACRONYMS}",
             "L2H2", "L4H11"),
+    # vulnerable_heads
+    *_named(_SMOL, "vulnerable_heads", _VULNERABLE, "L29H1", "L23H0", "L23H1", "L29H2"),
+    *_named(_SMOL, "vulnerable_heads", "works against acronym flips: its direct effect rises when the letter flips",
+            "L29H0", "L24H4"),
+    *_named(_GEMMA, "vulnerable_heads", _VULNERABLE, "L15H2", "L12H1", "L11H2"),
+    Naming(_GEMMA, "L15H3", "vulnerable_heads", "vulnerable head: fourth by drop on flips; not a top letter mover"),
+    *_named(_GPT2, "vulnerable_heads", "vulnerable head of the acronym circuit (secondary summary)",
+            "L10H10", "L8H11", "L9H9"),
     # mover_heads
     Naming(_SMOL, "L23H4", "mover_heads", "top mover of factual recall: over 0.85 of its attention on the subject"),
     Naming(_SMOL, "L23H1", "mover_heads", "mover of factual recall, second of three"),

@@ -42,6 +42,7 @@ from helpers.experiments import (
     summary_reader,
     syntax,
     truthfulness,
+    vulnerable,
     yesno,
 )
 from helpers.heads import Head
@@ -255,6 +256,15 @@ FAMILIES: tuple[Family, ...] = (
            f"accuracy >= {truthfulness.MIN_ACCURACY:.0%} and above the {truthfulness.QUANTILE:.0%} quantile of all "
            "heads' accuracies on shuffled labels; the family passes only if steering the top heads also beats "
            "both nulls on held-out facts"),
+    Family("vulnerable", "Vulnerable head", "Latent Reasoning", "vulnerable_heads", ("garcia2024vulnerable",),
+           "acronym prompts of the letter-mover page; a seeded search of same-initial word substitutions that "
+           "flip the third letter, a permutation test over letters; direct logit attribution of the flips; "
+           "split-half concentration and END patching against random heads; held-out family", vulnerable,
+           "drop of the head's direct logit attribution to logit[A3] - logit[takeover letter] at END, clean "
+           "minus flipped, averaged over the flips",
+           "the top four; chosen on half the flips they carry a larger share of the other half's summed |drop| "
+           "than every draw of four heads from all heads, and their clean END outputs repair more flips' "
+           "logit difference than every draw", "vulnerable"),
     Family("induction", "Induction head", "Latent Reasoning", "induction_heads", ("olsson2022induction",),
            "prefix-matching score on repeated random tokens, mean ablation, a toy trained from scratch", induction,
            "share of attention from a token to the key after its earlier occurrence (prefix matching)",
