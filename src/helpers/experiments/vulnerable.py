@@ -474,7 +474,7 @@ class Study:
             return row
         row["flip rate"] = f"{self.search.rate:.1%} of {len(self.search.edits)}"
         row["letters (p)"] = (", ".join(f"{x} {r:.0%}" for x, r in self.search.top_letters(2))
-                              + f" (p = {self.search.letter_p:.3f})")
+                              + f" (p = {self.search.letter_p:.4f})")
         row["top heads (drop)"] = heads.labels(self.flips.top(4), self.flips.score)
         if self.concentration is not None:
             row["held-out half share (p)"] = f"{self.concentration.share:.0%} (p = {self.concentration.p_value:.3f})"
