@@ -130,3 +130,19 @@ def test_an_edit_that_changes_nothing_drops_nothing(tiny_smol):
     flips = vulnerable.drop(tiny_smol, data, search)
     assert flips.drop.shape == (tiny_smol.cfg.n_layers, tiny_smol.cfg.n_heads, 3)
     assert flips.drop.abs().max() < 1e-5
+
+
+def test_the_steady_control_reads_the_edits_that_keep_the_answer_against_their_rival(tiny_smol):
+    data = acronyms.acronyms(tiny_smol, n=3, seed=2)
+    rival = data.clean.wrong.clone()
+    search = vulnerable.Search(
+        edits=vulnerable.Substitutions(tokens=data.clean.tokens.clone(), prompt=torch.arange(3),
+                                       word=torch.zeros(3, dtype=torch.long)),
+        answer=letter_columns(data.letters, data.clean.answers), flips=torch.tensor([True, False, False]),
+        takeover=data.clean.answers, right_prompts=3, spread=0.0, letter_p=1.0, n_perm=1, rival=rival)
+    steady = vulnerable.drop(tiny_smol, data, search, steady=1)
+    assert steady.prompt.tolist() == [1] and steady.takeover.tolist() == [int(rival[1])]
+    flips = vulnerable.drop(tiny_smol, data, search)
+    assert flips.prompt.tolist() == [0]
+    with pytest.raises(ValueError, match="no rival"):
+        vulnerable.drop(tiny_smol, data, vulnerable.Search(**{**search.__dict__, "rival": None}), steady=1)

@@ -13,6 +13,8 @@ The page's steps, in order, each one function here:
   answer letters, with the prompt (all its edits together) as the unit?
 - `drop`: per head and per flip, the direct logit attribution on ``logit[A3] - logit[takeover]`` (the
   letter that wins after the edit) on the clean prompt minus on the flipped one.
+- `drop(..., steady=n)`: the same on edits that do *not* flip the answer, against the strongest other
+  letter: the specificity control (do the heads lose as much on any edit?).
 - `concentration`: top-k heads chosen on half of the flips; the share of the total head drop they carry
   on the other half, against k heads drawn from all heads (a selection on the same flips would beat
   any draw by construction).
@@ -57,6 +59,7 @@ class Sizes:
     n_perm: int = 2000  # letter-label permutations; p >= 1/2001
     n_random: int = 100  # k-sets drawn from all heads, concentration and repair; p >= 1/101
     check_flips: int = 48  # flips used by the repair check
+    steady_edits: int = 120  # edits that keep the answer, for the specificity control
     heldout_prompts: int = 120
     heldout_draws: int = 40  # p >= 1/41
     mover_prompts: int = 30  # the letter-mover page's screen, for the comparison
@@ -230,7 +233,8 @@ class Search:
 
     ``edits``: the edited prompts; ``answer``: per edit, the answer's column among the 26 letters;
     ``flips``: per edit; ``takeover``: per edit, the id of the top letter after the edit;
-    ``letter_p``: permutation p of `letter_spread` (``spread`` observed) with ``n_perm`` shuffles.
+    ``letter_p``: permutation p of `letter_spread` (``spread`` observed) with ``n_perm`` shuffles;
+    ``rival``: per edit, the id of the strongest letter other than the answer (the takeover on a flip).
     """
 
     edits: Substitutions
@@ -241,6 +245,7 @@ class Search:
     spread: float
     letter_p: float
     n_perm: int
+    rival: Int[Tensor, "edit"] | None = None  # the strongest letter other than the answer after the edit
 
     @property
     def rate(self) -> float:
@@ -288,8 +293,10 @@ def search(model: TransformerBridge, data: acronyms.Acronyms, *, per_position: i
     per_prompt = torch.bincount(edits.prompt, weights=flips.double(), minlength=len(batch))[right]
     count = torch.bincount(edits.prompt, minlength=len(batch))[right]
     spread, p = letter_permutation_p(per_prompt, count, answer[right], n_perm=n_perm, seed=seed)
+    others = after.scatter(1, edit_answer[:, None], float("-inf"))  # the answer's column masked out
     return Search(edits=edits, answer=edit_answer, flips=flips, takeover=data.letters[after.argmax(-1)],
-                  right_prompts=len(right), spread=spread, letter_p=p, n_perm=n_perm)
+                  right_prompts=len(right), spread=spread, letter_p=p, n_perm=n_perm,
+                  rival=data.letters[others.argmax(-1)])
 
 
 def letter_logits(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], letters: Int[Tensor, "26"]
@@ -326,14 +333,24 @@ class Flips:
 
 
 @torch.no_grad()
-def drop(model: TransformerBridge, data: acronyms.Acronyms, found: Search) -> Flips:
-    """Direct logit attribution of every head at END on the clean and the flipped prompt of each flip."""
-    where = found.flips.nonzero()[:, 0]
+def drop(model: TransformerBridge, data: acronyms.Acronyms, found: Search, *, steady: int | None = None) -> Flips:
+    """Direct logit attribution of every head at END on the clean and the flipped prompt of each flip.
+
+    With `steady`, the same for the first `steady` edits that do *not* flip the answer instead (the
+    specificity control), against each edit's rival letter (``Flips.takeover`` then holds the rival).
+    """
+    if steady is None:
+        where = found.flips.nonzero()[:, 0]
+    else:
+        if found.rival is None:
+            raise ValueError("this Search has no rival letters; run `search` again to get them")
+        where = (~found.flips).nonzero()[:steady, 0]
     if len(where) == 0:
-        raise ValueError("no edit flipped the answer; there is nothing to attribute")
+        raise ValueError("no edit to attribute (no flip, or no edit that keeps the answer)")
     prompt = found.edits.prompt[where]
     clean, edited = data.clean.tokens[prompt], found.edits.tokens[where]
-    answers, takeover = data.clean.answers[prompt], found.takeover[where]
+    competitor = found.takeover if steady is None else found.rival
+    answers, takeover = data.clean.answers[prompt], competitor[where]
     before = attribution.head_logit_attribution(model, clean, answers, takeover)
     after = attribution.head_logit_attribution(model, edited, answers, takeover)
     return Flips(clean=clean, edited=edited, answers=answers, takeover=takeover, prompt=prompt, drop=before - after,
@@ -461,6 +478,7 @@ class Study:
     repair: Repair | None = None
     held_out: HeldOut | None = None
     movers: tuple[Head, ...] = ()
+    steady: Float[Tensor, "layer head"] | None = None  # mean drop over edits that keep the answer
 
     @property
     def found(self) -> list[Head]:
@@ -489,7 +507,8 @@ class Study:
 
 
 def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) -> Study:
-    """Every step, as the page runs them, kept in the results store. Seeds: prompts and gate `seed`,
+    """Every step, as the page runs them, kept in the results store (`steady`: the drop on edits that keep
+    the answer, the specificity control). Seeds: prompts and gate `seed`,
     search `seed + 1`, concentration draws `seed + 2`, repair draws `seed + 3`, held-out `seed + 100`."""
     return store.cached("vulnerable-study", lambda: _study(model, sizes=sizes, seed=seed),
                         model=models.spec_of(model).name, weights=store.weights_digest(model), sizes=sizes, seed=seed)
@@ -503,6 +522,7 @@ def _study(model: TransformerBridge, *, sizes: Sizes, seed: int) -> Study:
         return Study(model=name, gate=passed)
     edits = search(model, data, per_position=sizes.per_position, n_perm=sizes.n_perm, seed=seed + 1)
     flips = drop(model, data, edits)
+    steady = drop(model, data, edits, steady=sizes.steady_edits).score
     spread = concentration(flips, k=sizes.top_k, n_random=sizes.n_random, seed=seed + 2)
     top = flips.top(sizes.top_k)
     fixed = repair(model, flips, top, n=sizes.check_flips, n_random=sizes.n_random, seed=seed + 3)
@@ -510,4 +530,4 @@ def _study(model: TransformerBridge, *, sizes: Sizes, seed: int) -> Study:
     # the letter-mover page's ranking: its first prompts are these (same seed), its score the carried difference
     movers = heads.top(acronyms.carried_logit_difference(model, data, prompts=sizes.mover_prompts), sizes.top_k)
     return Study(model=name, gate=passed, search=edits, flips=flips, concentration=spread, repair=fixed,
-                 held_out=held, movers=tuple(movers))
+                 held_out=held, movers=tuple(movers), steady=steady)
