@@ -31,7 +31,10 @@ Not in it: the correct head (its page screens layers by vocabulary projection, n
 (attribution patching on acronyms), the associative memories (a toy trained on the page), and the inhibition
 and backup families (path patching and knockouts of the heads other screens find), and the global retrieval
 head (a test of head sets, ranked by the retrieval score, not a screen of single heads), and the iteration
-head (toys trained on its page, like the associative memories). The function vector screen lists the top
+head (toys trained on its page, like the associative memories), and the vulnerable head (its heads are
+found from the flips of one acronym search, through the letter mover's prompts) and the truthfulness head (its
+probe screen passes 166 of SmolLM2's 270 heads and the page's verdict rests on the steering check, which
+fails, so an atlas entry would list most of the model as a family the page does not find). The function vector screen lists the top
 ten heads by average indirect effect whenever a task passes its gate, as its page and paper pick them: a
 ranking, not a pass rule, so those ten are there by construction. The successor head is screened through its
 weights (block 0, the head's OV, the unembedding), and no head meets its rule in either model. The positional,
