@@ -416,11 +416,9 @@ def fact_source_screens(model: TransformerBridge, *, seed: int) -> dict[str, Tas
 
 def function_vector_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
     """Function vector heads: the top `function_vectors.K` heads by the average indirect effect over the tasks
-    whose gate passes (`function_vectors.gated_screens`, the prompts and seeds `function_vectors.study` uses).
+    whose gate passes (`function_vectors.screened`, kept in the results store and shared with the page).
     The page picks the top K, as the paper, so a model that passes any task's gate lists K heads."""
-    sizes = function_vectors.Sizes()
-    _, gates, screens = function_vectors.gated_screens(model, function_vectors.SCREEN_TASKS, sizes=sizes,
-                                                       seed=seed, gate_seed=seed)
+    _, gates, screens = function_vectors.screened(model, sizes=function_vectors.Sizes(), seed=seed)
     kept = [screen for gate, screen in zip(gates, screens) if gate.passed]
     verdicts = ", ".join(f"{gate.task} {'kept' if gate.passed else 'dropped'}" for gate in gates)
     if not kept:

@@ -634,6 +634,16 @@ def gated_screens(model: TransformerBridge, names: Sequence[str], *, sizes: Size
             [screen_task(model, b, r) for b, r in zip(batches, reads)])
 
 
+def screened(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0
+             ) -> tuple[list[Prompts], list[TaskGate], list[TaskScreen]]:
+    """`gated_screens` of `SCREEN_TASKS` in the page's template with `study`'s seeds, kept in the results store
+    on its own: the study and the head atlas read one computation."""
+    return store.cached("function-vectors-screens",
+                        lambda: gated_screens(model, SCREEN_TASKS, sizes=sizes, seed=seed, gate_seed=seed),
+                        model=models.spec_of(model).name, weights=store.weights_digest(model), n=sizes.n,
+                        shots=sizes.shots, seed=seed)
+
+
 def zero_shot_batches(model: TransformerBridge, names: Sequence[str], *, sizes: Sizes, seed: int,
                       template: Template = QA) -> list[Prompts]:
     """Zero-shot prompts drawn apart from the screen's (another seed)."""
@@ -651,15 +661,13 @@ def study(model: TransformerBridge, *, sizes: Sizes = Sizes(), seed: int = 0) ->
 
 
 def _study(model: TransformerBridge, *, name: str, sizes: Sizes, seed: int) -> Study:
-    gate_batches = [prompts(model, task, n=sizes.n, shots=sizes.shots, seed=seed + i)
-                    for i, task in enumerate(SCREEN_TASKS)]
-    reads = [read(model, b) for b in gate_batches]  # the gate's passes, reused by the screen
-    gates = tuple(gate(model, b, seed=seed, reads=r) for b, r in zip(gate_batches, reads))
+    gate_batches, all_gates, all_screens = screened(model, sizes=sizes, seed=seed)  # gate and screen share passes
+    gates = tuple(all_gates)
     kept = tuple(g.task for g in gates if g.passed)
     if not kept:
         return Study(model=name, gates=gates, kept=kept)
     batches = [b for b in gate_batches if b.task in kept]
-    screens = [screen_task(model, b, r) for b, r in zip(gate_batches, reads) if b.task in kept]
+    screens = [s for b, s in zip(gate_batches, all_screens) if b.task in kept]
     aie = average_aie(screens)
     found = tuple(heads.top(aie, K))
     exact = torch.stack([exact_aie(model, b, s, [[h] for h in found]) for b, s in zip(batches, screens)])
