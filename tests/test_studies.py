@@ -50,6 +50,7 @@ SMALL = {  # module -> sizes small enough for a tiny model (seconds, not minutes
     "function_vectors": dict(n=4, shots=2, n_zero=3, n_draws=2, sweep=False),
     "in_context": dict(shots=4, gate_prompts=8, screen_prompts=4, top_k=2, check_prompts=4, n_random=2,
                        heldout_prompts=4, heldout_draws=2),
+    "consistency": dict(n_shuffles=2, top_k=2, n_random=2),
     "truthfulness": dict(n_shuffles=2, top_k=2, n_random=2, max_facts=8),
     "vulnerable": dict(prompts=8, per_position=1, top_k=2, n_perm=10, n_random=2, check_flips=4, heldout_prompts=8,
                        heldout_draws=2, mover_prompts=4),

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from helpers.checks import (
     atlas,
+    consistency,
     fact_sources,
     function_vectors,
     in_context,
@@ -39,7 +40,7 @@ from helpers.checks import (
     vulnerable,
 )
 
-__all__ = ["atlas", "fact_sources", "function_vectors", "in_context", "ioi", "iteration", "mcq", "mcq_answers", "patterns", "positional",
+__all__ = ["atlas", "consistency", "fact_sources", "function_vectors", "in_context", "ioi", "iteration", "mcq", "mcq_answers", "patterns", "positional",
            "rare_words", "recall", "retrieval", "semantic_induction", "sentiment", "subwords", "successor", "summary_reader",
            "syntax", "truthfulness", "vulnerable",
            "verdict", "NOT_ATTEMPTED", "NOT_YET"]

@@ -17,6 +17,7 @@ from helpers import models
 from helpers.experiments import (
     acronyms,
     conflict,
+    consistency,
     copy_suppression,
     duplicate,
     fact_sources,
@@ -256,6 +257,16 @@ FAMILIES: tuple[Family, ...] = (
            f"accuracy >= {truthfulness.MIN_ACCURACY:.0%} and above the {truthfulness.QUANTILE:.0%} quantile of all "
            "heads' accuracies on shuffled labels; the family passes only if steering the top heads also beats "
            "both nulls on held-out facts"),
+    Family("consistency", "Consistency head", "Latent Reasoning", "consistency_heads", ("yang2024consistency",),
+           "facts asked in a plain frame and a Q/A paraphrase, answers among the domain's candidates; items labelled "
+           "consistent when the two answers agree; a logistic probe per head at the paraphrase's last token "
+           "against shuffled labels; the consistent-minus-inconsistent mean added to the top heads on held-out "
+           "items against random directions and random heads", consistency,
+           "2-fold cross-validated accuracy of a logistic probe on the head's output (hook_z) at the paraphrase's "
+           "last token, consistent vs inconsistent items",
+           f"accuracy >= {consistency.MIN_ACCURACY:.0%} and above the {consistency.QUANTILE:.0%} quantile of all "
+           "heads' accuracies on shuffled labels; the family passes only if injecting the bias into the top heads "
+           "also raises held-out agreement beyond both nulls"),
     Family("vulnerable", "Vulnerable head", "Latent Reasoning", "vulnerable_heads", ("garcia2024vulnerable",),
            "acronym prompts of the letter-mover page; a seeded search of same-initial word substitutions that "
            "flip the third letter, a permutation test over letters; direct logit attribution of the flips; "
