@@ -226,6 +226,9 @@ NAMINGS: tuple[Naming, ...] = (
     # truthfulness_heads
     Naming(_SMOL, "L12H5", "truthfulness_heads",
            "best truth probe (96 %); steering along its direction does not help"),
+    # consistency_heads
+    Naming(_SMOL, "L12H5", "consistency_heads",
+           "the best truth probe reads consistency below the larger class (66 %)"),
     # induction_heads
     Naming(_SMOL, "L18H6", "induction_heads", "induction head, first on the screen; in the ablated top three"),
     Naming(_SMOL, "L17H4", "induction_heads", "induction head, second on the screen; in the ablated top three"),
