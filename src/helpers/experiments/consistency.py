@@ -110,7 +110,7 @@ class Items:
 @torch.no_grad()
 def answers(model: TransformerBridge, source: Paraphrased) -> Items:
     """The model's answer (argmax among the domain's answers) to every usable fact in both frames."""
-    facts = truthfulness._usable(model, source.domain)
+    facts = truthfulness.usable_facts(model, source.domain)
     names = tuple(sorted({a for _, a in facts}))
     ids = truthfulness.answer_ids(model, names)
     plain = readout.logits(model, truthfulness.final_at_end(
@@ -256,7 +256,7 @@ def injection_check(model: TransformerBridge, direction: probes.Direction, found
     additions = truthfulness.steering_sets(direction, found, alpha=alpha, n_random=n_random, seed=seed)
     texts, ids = held.paraphrases, truthfulness.answer_ids(model, held.answers)
     logits = torch.zeros(len(additions), len(texts), len(ids))
-    for where in truthfulness._by_length(model, texts).values():
+    for where in truthfulness.by_length(model, texts).values():
         tokens = tasks.tokenize_prompts(model, [texts[i] for i in where])
         final = interventions.final_with_end_z_added(model, tokens, additions)  # [set, batch, d_model]
         logits[:, where] = readout.logits(model, final, ids)

@@ -227,6 +227,8 @@ NAMINGS: tuple[Naming, ...] = (
     Naming(_SMOL, "L12H5", "truthfulness_heads",
            "best truth probe (96 %); steering along its direction does not help"),
     # consistency_heads
+    Naming(_SMOL, "L27H1", "consistency_heads",
+           "best consistency probe (79 %, the larger class 74 %); its bias does not make answers agree"),
     Naming(_SMOL, "L12H5", "consistency_heads",
            "the best truth probe reads consistency below the larger class (66 %)"),
     # induction_heads

@@ -91,7 +91,7 @@ class Sizes:
 # Facts and statements
 
 
-def _usable(model: TransformerBridge, domain: Domain) -> list[tuple[str, str]]:
+def usable_facts(model: TransformerBridge, domain: Domain) -> list[tuple[str, str]]:
     """Facts whose answer is one token after a space (the margin reads one logit per answer)."""
     return [(s, a) for s, a in domain.table if tasks.single_token_id(model, " " + a) is not None]
 
@@ -102,7 +102,7 @@ def answer_ids(model: TransformerBridge, answers: Sequence[str]) -> Int[Tensor, 
                          for a in answers])
 
 
-def _by_length(model: TransformerBridge, texts: Sequence[str]) -> dict[int, list[int]]:
+def by_length(model: TransformerBridge, texts: Sequence[str]) -> dict[int, list[int]]:
     """Indices of `texts` grouped by token length: each group runs as one unpadded batch."""
     groups: dict[int, list[int]] = {}
     for i, text in enumerate(texts):
@@ -114,7 +114,7 @@ def _by_length(model: TransformerBridge, texts: Sequence[str]) -> dict[int, list
 def final_at_end(model: TransformerBridge, texts: Sequence[str]) -> Float[Tensor, "batch d_model"]:
     """The final norm's output at each text's last token, texts of different lengths run in equal-length groups."""
     out = torch.zeros(len(texts), model.cfg.d_model)
-    for where in _by_length(model, texts).values():
+    for where in by_length(model, texts).values():
         out[where] = capture.final_at(model, tasks.tokenize_prompts(model, [texts[i] for i in where]))
     return out
 
@@ -143,7 +143,7 @@ class Facts:
 @torch.no_grad()
 def known_facts(model: TransformerBridge, domain: Domain) -> Facts:
     """Which of the domain's facts the model gets right from the prefix alone (among the domain's answers)."""
-    facts = _usable(model, domain)
+    facts = usable_facts(model, domain)
     answers = tuple(sorted({a for _, a in facts}))
     ids = answer_ids(model, answers)
     final = final_at_end(model, [domain.prefix.format(subject=s) for s, _ in facts])
@@ -223,7 +223,7 @@ def head_features(model: TransformerBridge, texts: Sequence[str]) -> Float[Tenso
     """Every head's ``hook_z`` at each text's last token (`capture.read_end`, in equal-length groups)."""
     cfg = model.cfg
     out = torch.zeros(len(texts), cfg.n_layers, cfg.n_heads, cfg.d_head)
-    for where in _by_length(model, texts).values():
+    for where in by_length(model, texts).values():
         read = capture.read_end(model, tasks.tokenize_prompts(model, [texts[i] for i in where]))
         out[where] = torch.stack(read.z, dim=1)  # [batch, layer, head, d_head]
     return out
@@ -364,7 +364,7 @@ def steering_check(model: TransformerBridge, direction: probes.Direction, found:
     additions = steering_sets(direction, found, alpha=alpha, n_random=n_random, seed=seed)
     prefixes = data.prefixes[0::2]
     values = torch.zeros(len(additions), len(prefixes))
-    for where in _by_length(model, prefixes).values():
+    for where in by_length(model, prefixes).values():
         tokens = tasks.tokenize_prompts(model, [prefixes[i] for i in where])
         final = interventions.final_with_end_z_added(model, tokens, additions)  # [set, batch, d_model]
         true_ids = answer_ids(model, [data.true_answers[2 * i] for i in where])
