@@ -52,6 +52,7 @@ SMALL = {  # module -> sizes small enough for a tiny model (seconds, not minutes
                        heldout_prompts=4, heldout_draws=2),
     "consistency": dict(n_shuffles=2, top_k=2, n_random=2),
     "truthfulness": dict(n_shuffles=2, top_k=2, n_random=2, max_facts=8),
+    "accuracy": dict(n_shuffles=2, n_random=2),
     "vulnerable": dict(prompts=8, per_position=1, top_k=2, n_perm=10, n_random=2, check_flips=4, heldout_prompts=8,
                        heldout_draws=2, mover_prompts=4),
     "summary_reader": dict(gate_stories=4, screen_stories=2, null_draws=5, top_k=2, check_stories=2, n_random=2,

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from helpers.checks import (
+    accuracy,
     atlas,
     consistency,
     fact_sources,
@@ -40,7 +41,8 @@ from helpers.checks import (
     vulnerable,
 )
 
-__all__ = ["atlas", "consistency", "fact_sources", "function_vectors", "in_context", "ioi", "iteration", "mcq", "mcq_answers", "patterns", "positional",
+__all__ = ["accuracy", "atlas", "consistency", "fact_sources", "function_vectors", "in_context", "ioi", "iteration",
+           "mcq", "mcq_answers", "patterns", "positional",
            "rare_words", "recall", "retrieval", "semantic_induction", "sentiment", "subwords", "successor", "summary_reader",
            "syntax", "truthfulness", "vulnerable",
            "verdict", "NOT_ATTEMPTED", "NOT_YET"]
