@@ -25,3 +25,17 @@ def test_max_over_every_answer_is_named():
 def test_wrong_shape_fails():
     with pytest.raises(AssertionError, match="shape"):
         accuracy.check_answer_margin(lambda logits, t: right_margin(logits, t)[..., None])
+
+
+def test_cross_fitted_direction_passes_and_leaks_are_named():
+    from helpers import probes
+
+    def right(features, labels, folds, fold):
+        fit = folds != fold
+        return probes.mass_mean(features[fit], labels[fit]).shift
+
+    assert "match" in accuracy.check_cross_fitted(right)
+    with pytest.raises(AssertionError, match="fold's own items"):
+        accuracy.check_cross_fitted(lambda f, y, folds, fold: right(f, y, folds, 1 - fold))
+    with pytest.raises(AssertionError, match="every item"):
+        accuracy.check_cross_fitted(lambda f, y, folds, fold: probes.mass_mean(f, y).shift)

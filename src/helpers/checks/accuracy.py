@@ -1,5 +1,5 @@
 """Checkers for the accuracy page's exercises: the answer margin (the true answer's logit minus the highest
-logit of any other answer)."""
+logit of any other answer) and the cross-fitted direction (fitted outside the fold it steers)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from helpers import probes
 from helpers.experiments import accuracy
 
 
@@ -37,3 +38,27 @@ def check_answer_margin(reader_fn: Callable[[Tensor, Tensor], object]) -> str:
         assert torch.allclose(got, expected, atol=1e-5), (f"on {label} you give {got.flatten()[:6].tolist()}...; "
                                                           f"expected {expected.flatten()[:6].tolist()}...")
     return f"All {len(cases)} cases match the reference."
+
+
+def check_cross_fitted(reader_fn: Callable[[Tensor, Tensor, Tensor, int], object]) -> str:
+    """The mass-mean shift (right minus wrong, ``[layer, head, d_head]``) fitted on the items *outside* `fold`,
+    the direction the page adds to that fold's prompts."""
+    generator = torch.Generator().manual_seed(1)
+    features = torch.randn(16, 2, 3, 4, generator=generator)
+    labels = torch.tensor([1, 0] * 8)
+    folds = torch.tensor([0, 0, 1, 1] * 4)
+    for fold in (0, 1):
+        fit = folds != fold
+        expected = probes.mass_mean(features[fit], labels[fit]).shift
+        got = torch.as_tensor(reader_fn(features.clone(), labels.clone(), folds.clone(), fold), dtype=torch.float32)
+        assert got.shape == expected.shape, (f"for fold {fold} your direction has shape {tuple(got.shape)}; "
+                                             f"expected {tuple(expected.shape)} ([layer, head, d_head])")
+        inside = probes.mass_mean(features[~fit], labels[~fit]).shift
+        if torch.allclose(got, inside, atol=1e-5):
+            raise AssertionError(f"for fold {fold} you fit on the fold's own items: those are the items you will "
+                                 "steer, so fit on the other fold")
+        if torch.allclose(got, probes.mass_mean(features, labels).shift, atol=1e-5):
+            raise AssertionError(f"for fold {fold} you fit on every item, the steered ones included")
+        assert torch.allclose(got, expected, atol=1e-5), (f"for fold {fold} you give {got.flatten()[:6].tolist()}"
+                                                          f"...; expected {expected.flatten()[:6].tolist()}...")
+    return "Both folds match the reference."

@@ -181,7 +181,7 @@ def _margins(model: TransformerBridge, data: Items, rows: Sequence[int],
     """The answer margin of each item in `rows` with each set of additions at END (equal-length groups)."""
     out = torch.zeros(len(additions), len(rows))
     prefixes = [data.prefixes[i] for i in rows]
-    for where in truthfulness._by_length(model, prefixes).values():
+    for where in truthfulness.by_length(model, prefixes).values():
         tokens = tasks.tokenize_prompts(model, [prefixes[i] for i in where])
         final = interventions.final_with_end_z_added(model, tokens, additions)  # [set, batch, d_model]
         for domain, answers in data.answers.items():
