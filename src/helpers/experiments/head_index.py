@@ -231,6 +231,10 @@ NAMINGS: tuple[Naming, ...] = (
            "best consistency probe (79 %, the larger class 74 %); its bias does not make answers agree"),
     Naming(_SMOL, "L12H5", "consistency_heads",
            "the best truth probe reads consistency below the larger class (66 %)"),
+    # accuracy_heads
+    Naming(_SMOL, "L6H4", "accuracy_heads",
+           "best right-vs-wrong probe (72 %, no better than shuffled labels); steering does not help"),
+    Naming(_SMOL, "L12H5", "accuracy_heads", "not among the top 27 right-vs-wrong probes"),
     # induction_heads
     Naming(_SMOL, "L18H6", "induction_heads", "induction head, first on the screen; in the ablated top three"),
     Naming(_SMOL, "L17H4", "induction_heads", "induction head, second on the screen; in the ablated top three"),

@@ -15,6 +15,7 @@ from types import ModuleType
 
 from helpers import models
 from helpers.experiments import (
+    accuracy,
     acronyms,
     conflict,
     consistency,
@@ -257,6 +258,17 @@ FAMILIES: tuple[Family, ...] = (
            f"accuracy >= {truthfulness.MIN_ACCURACY:.0%} and above the {truthfulness.QUANTILE:.0%} quantile of all "
            "heads' accuracies on shuffled labels; the family passes only if steering the top heads also beats "
            "both nulls on held-out facts"),
+    Family("accuracy", "Accuracy head", "Latent Reasoning", "accuracy_heads",
+           ("guo2024steering", "yin2024lofit"),
+           "fact prompts the model gets partly right, labelled by whether its own answer is right and balanced "
+           "per domain; a logistic probe per head at the last token against shuffled labels; the top 10 % "
+           "steered along their right-minus-wrong direction, cross-fitted, against random directions and random "
+           "heads; held-out question family", accuracy,
+           "2-fold cross-validated accuracy of a logistic probe for right vs wrong answers on the head's output "
+           "(hook_z) at the last token",
+           f"accuracy >= {accuracy.MIN_ACCURACY:.0%} and above the {accuracy.QUANTILE:.0%} quantile of all "
+           "heads' accuracies on shuffled labels; the family passes only if steering the top 10 % of heads also "
+           "beats both nulls"),
     Family("consistency", "Consistency head", "Latent Reasoning", "consistency_heads", ("yang2024consistency",),
            "facts asked in a plain frame and a Q/A paraphrase, answers among the domain's candidates; items labelled "
            "consistent when the two answers agree; a logistic probe per head at the paraphrase's last token "
