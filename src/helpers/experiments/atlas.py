@@ -34,7 +34,9 @@ head (a test of head sets, ranked by the retrieval score, not a screen of single
 head (toys trained on its page, like the associative memories), and the vulnerable head (its heads are
 found from the flips of one acronym search, through the letter mover's prompts) and the truthfulness head (its
 probe screen passes 166 of SmolLM2's 270 heads and the page's verdict rests on the steering check, which
-fails, so an atlas entry would list most of the model as a family the page does not find). The function vector screen lists the top
+fails, so an atlas entry would list most of the model as a family the page does not find), and for the same
+reason the accuracy and consistency heads (probe screens no stronger than shuffled labels, steering checks that
+fail in both models). The function vector screen lists the top
 ten heads by average indirect effect whenever a task passes its gate, as its page and paper pick them: a
 ranking, not a pass rule, so those ten are there by construction. The successor head is screened through its
 weights (block 0, the head's OV, the unembedding), and no head meets its rule in either model. The positional,
