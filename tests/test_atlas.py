@@ -110,7 +110,7 @@ def test_prompts_longer_than_the_toy_say_so():
 def test_the_atlas_runs_on_a_bridge(tiny_smol):
     """Every family on a bridge; an untrained model fails every task's gate, so no task family lists heads."""
     found = atlas.run(tiny_smol, sizes=atlas.Sizes(prompts=2, half_len=6), seed=0, reuse=False)
-    assert list(found.screens) == [*atlas.PATTERN_RULES, *atlas.TASK_FAMILIES] and found.skipped == {}
+    assert list(found.screens) == [*atlas.PATTERN_RULES, *atlas.TASK_FAMILIES] and found.skipped == atlas.NOT_SCREENED
     assert found.screens["previous_token"].scores.shape == (2, 4)
     for key in atlas.TASK_FAMILIES:
         screen = found.screens[key]
@@ -122,7 +122,7 @@ def test_the_atlas_runs_on_a_bridge(tiny_smol):
 
 def test_a_toy_skips_the_task_families_and_says_why():
     found = atlas.run(planted_toy(), sizes=SIZES, seed=0)
-    assert set(found.skipped) == set(atlas.TASK_FAMILIES) and "vocabulary" in found.skipped["memory"]
+    assert set(found.skipped) == {*atlas.TASK_FAMILIES, *atlas.NOT_SCREENED} and "vocabulary" in found.skipped["memory"]
     assert set(found.screens) == set(atlas.PATTERN_RULES)
 
 
@@ -152,7 +152,9 @@ def test_transferability_counts_heads_and_depth_per_model():
     assert row[("toy", "heads")] == "1" and row[("toy", "depth")] == "0.75"  # L1 of 2 layers: (1 + 0.5) / 2
     assert atlas.relative_depth((0, 3), 4) == 0.125
     assert table.loc[("Knowledge Recalling", "Memory head"), ("toy", "heads")] == "not screened"  # skipped
-    assert "Correct head" not in table.index.get_level_values("family")  # in no atlas: no row
+    assert table.loc[("Expression Preparation", "Correct head"), ("toy", "heads")] == "not screened"  # NOT_SCREENED
+    by_hand = atlas.transferability([_hand_atlas({"memory": [(1, 1)]})])
+    assert "Correct head" not in by_hand.index.get_level_values("family")  # neither screened nor skipped: no row
 
 
 def test_head_scores_show_every_family_and_what_a_head_passes():
@@ -195,3 +197,13 @@ def test_the_form_families_are_screened_families_and_include_every_pattern_famil
     assert set(atlas.FORM_FAMILIES) <= {*atlas.PATTERN_RULES, *atlas.TASK_FAMILIES}
     assert all(registry.by_key(key).stage == "In-Context Identification" or key == "induction"
                for key in atlas.FORM_FAMILIES)
+
+
+def test_every_registered_family_is_screened_or_skipped_with_a_reason():
+    """A new family page must either join the atlas or say in NOT_SCREENED why it does not."""
+    screened = [*atlas.PATTERN_RULES, *atlas.TASK_FAMILIES]
+    keys = [family.key for family in registry.FAMILIES]
+    assert sorted(keys) == sorted([*screened, *atlas.NOT_SCREENED]), (
+        f"missing: {sorted(set(keys) - set(screened) - set(atlas.NOT_SCREENED))}; "
+        f"both screened and skipped: {sorted(set(screened) & set(atlas.NOT_SCREENED))}")
+    assert all(reason.strip() for reason in atlas.NOT_SCREENED.values())

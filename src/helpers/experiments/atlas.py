@@ -27,16 +27,8 @@ Two kinds of family:
   screen picks, the family page says whether they carry the behaviour. They need a real model's vocabulary
   and are skipped on toys; a family whose gate fails lists no heads and says so.
 
-Not in it: the correct head (its page screens layers by vocabulary projection, not heads), the letter mover
-(attribution patching on acronyms), the associative memories (a toy trained on the page), and the inhibition
-and backup families (path patching and knockouts of the heads other screens find), and the global retrieval
-head (a test of head sets, ranked by the retrieval score, not a screen of single heads), and the iteration
-head (toys trained on its page, like the associative memories), and the vulnerable head (its heads are
-found from the flips of one acronym search, through the letter mover's prompts) and the truthfulness head (its
-probe screen passes 166 of SmolLM2's 270 heads and the page's verdict rests on the steering check, which
-fails, so an atlas entry would list most of the model as a family the page does not find), and for the same
-reason the accuracy and consistency heads (probe screens no stronger than shuffled labels, steering checks that
-fail in both models). The function vector screen lists the top
+Not in it: the registered families in `NOT_SCREENED`, each with the reason; every atlas lists them as skipped,
+so its table shows them as "not screened" rather than leaving them out. The function vector screen lists the top
 ten heads by average indirect effect whenever a task passes its gate, as its page and paper pick them: a
 ranking, not a pass rule, so those ten are there by construction. The successor head is screened through its
 weights (block 0, the head's OV, the unembedding), and no head meets its rule in either model. The positional,
@@ -111,6 +103,21 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 SCHEMA_VERSION = 2
+# Registered families the atlas does not screen (registry key -> why); each atlas reports them as skipped.
+NOT_SCREENED: dict[str, str] = {
+    "associative_memory": "a toy trained on its page, not a screen of a pretrained model's heads",
+    "global_retrieval": "a test of head sets ranked by the retrieval score, not a screen of single heads",
+    "backup_name_mover": "found by knocking out the name movers that another screen finds",
+    "letter_mover": "attribution patching on acronym prompts; not yet screened here",
+    "truthfulness": ("its probe screen passes 166 of SmolLM2's 270 heads while its steering check fails: an entry "
+                     "would list most of the model as a family its page does not find"),
+    "accuracy": "a probe screen no stronger than shuffled labels, and a steering check that fails",
+    "consistency": "a probe screen no stronger than shuffled labels, and a bias check that fails",
+    "vulnerable": "its heads come from the flips of one acronym search, on the letter mover's prompts",
+    "inhibition": "path patching into the name movers that another screen finds",
+    "iteration": "toys trained on its page",
+    "correct": "its page screens layers by vocabulary projection, not heads",
+}
 # registry key -> (threshold, ratio): the pass rule each family's page applies
 PATTERN_RULES: dict[str, tuple[float, float]] = {
     "previous_token": (previous_token.THRESHOLD, 2.0),
@@ -557,10 +564,10 @@ def _compute(model, *, sizes: Sizes, seed: int, progress: bool) -> Atlas:
     start = time.perf_counter()
     source = probe(model, sizes=sizes, seed=seed)
     screens: dict[str, Screen | TaskScreen] = dict(pattern_screens(source, progress=progress))
-    skipped = {}
+    skipped = dict(NOT_SCREENED)
     if isinstance(model, toy.AttentionOnlyTransformer):
-        skipped = {key: "a task family: it needs a real model's vocabulary, which a toy does not have"
-                   for key in TASK_FAMILIES}
+        skipped |= {key: "a task family: it needs a real model's vocabulary, which a toy does not have"
+                    for key in TASK_FAMILIES}
     else:
         screens |= task_screens(model, seed=seed, progress=progress)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
