@@ -118,3 +118,12 @@ def test_no_paragraph_is_read_on_two_pages():
                 repeated.append(f"{seen[text]} and {path.stem}: {text[:90]}...")
             seen.setdefault(text, path.stem)
     assert not repeated, f"{len(repeated)} paragraphs repeat across pages:\n" + "\n".join(repeated)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_page_draws_an_interactive_attention_view(path):
+    """The built book's site check asks every page for a circuitsvis view; a page without one would pass nbmake
+    and fail only at the end of `make test`."""
+    notebook = nbformat.read(path, as_version=4)
+    calls = [cell for cell in notebook.cells if cell.cell_type == "code" and "plots.attention_view(" in cell.source]
+    assert calls, f"{path.name}: no code cell calls plots.attention_view (tests/site/check_site.py needs one)"
