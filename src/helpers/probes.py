@@ -31,8 +31,13 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from helpers import heads
+from helpers.heads import Head
+
 RIDGE = 1.0  # L2 penalty on the weights of standardised features (sum-of-losses scale)
 NEWTON_STEPS = 25
+MIN_ACCURACY = 0.70  # a passing head's cross-validated probe accuracy is at least this ...
+QUANTILE = 0.99  # ... and above this quantile of all heads' accuracies on shuffled labels
 
 
 def _check(features: Tensor, labels: Tensor, folds: Tensor | None = None) -> None:
@@ -189,3 +194,47 @@ def random_units(shape: tuple[int, ...], *, seed: int) -> Float[Tensor, "..."]:
     """Random unit vectors along the last axis of `shape` (seeded): directions with no relation to the labels."""
     vectors = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     return vectors / vectors.norm(dim=-1, keepdim=True)
+
+
+@dataclass(frozen=True)
+class Screen:
+    """Every head's cross-validated probe accuracy (``accuracy``) and the same probes on labels shuffled
+    within each fold (``shuffled``: ``[shuffle, layer, head]``), on ``n_items`` items called ``noun``; with
+    the accuracy of always guessing the larger class (``majority``) where the classes are unbalanced."""
+
+    accuracy: Float[Tensor, "layer head"]
+    shuffled: Float[Tensor, "shuffle layer head"]
+    n_items: int
+    noun: str = "items"
+    majority: float | None = None
+
+    @property
+    def bar(self) -> float:
+        """The `QUANTILE` of every head's accuracy under every shuffle."""
+        return float(torch.quantile(self.shuffled.flatten(), QUANTILE))
+
+    @property
+    def passing(self) -> list[Head]:
+        """Heads at `MIN_ACCURACY` or more and above `bar`, best first."""
+        return heads.top(self.accuracy, where=(self.accuracy >= MIN_ACCURACY) & (self.accuracy > self.bar))
+
+    def top(self, k: int) -> list[Head]:
+        return heads.top(self.accuracy, k)
+
+    def summary(self) -> str:
+        larger = "" if self.majority is None else f" (larger class {self.majority:.0%})"
+        return (f"{len(self.passing)} of {self.accuracy.numel()} heads pass (accuracy >= {MIN_ACCURACY:.0%} and "
+                f"above the shuffled labels' {QUANTILE:.0%} quantile, {self.bar:.1%}); best "
+                f"{heads.labels(self.top(5), self.accuracy)} on {self.n_items} {self.noun}{larger}; shuffled labels: "
+                f"mean {float(self.shuffled.mean()):.1%}, highest {float(self.shuffled.max()):.1%}")
+
+
+def screen(features: Float[Tensor, "item layer head d_head"], labels: Int[Tensor, "item"],
+           folds: Int[Tensor, "item"], *, n_shuffles: int, seed: int, noun: str = "items",
+           majority: bool = False) -> Screen:
+    """`cross_validated_accuracy` of every head and `shuffled_accuracy` under `n_shuffles` shuffles, as a
+    `Screen`; ``majority=True`` also records the larger class's share (for unbalanced labels)."""
+    share = float(labels.float().mean())
+    return Screen(accuracy=cross_validated_accuracy(features, labels, folds),
+                  shuffled=shuffled_accuracy(features, labels, folds, n_shuffles=n_shuffles, seed=seed),
+                  n_items=len(labels), noun=noun, majority=max(share, 1 - share) if majority else None)

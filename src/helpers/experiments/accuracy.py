@@ -42,8 +42,7 @@ from helpers.heads import Head
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-MIN_ACCURACY = 0.70  # a passing head's cross-validated probe accuracy is at least this ...
-QUANTILE = 0.99  # ... and above this quantile of all heads' accuracies on shuffled labels
+MIN_ACCURACY, QUANTILE = probes.MIN_ACCURACY, probes.QUANTILE  # the probe screen's pass rule
 MIN_PAIRS = 16  # the gate needs this many (right, wrong) pairs once balanced, summed over the page domains
 TOP_SHARE = 0.10  # LoFiT keeps the top ~10 % of heads
 
@@ -291,38 +290,9 @@ def _prepare(model: TransformerBridge, *, seed: int) -> Run:
                held_facts=held_facts, held=held)
 
 
-@dataclass(frozen=True)
-class Screen:
-    """Each head's 2-fold probe accuracy for right vs wrong and the same probes on shuffled labels."""
-
-    accuracy: Float[Tensor, "layer head"]
-    shuffled: Float[Tensor, "shuffle layer head"]
-    n_items: int
-
-    @property
-    def bar(self) -> float:
-        return float(torch.quantile(self.shuffled.flatten(), QUANTILE))
-
-    @property
-    def passing(self) -> list[Head]:
-        rule = (self.accuracy >= MIN_ACCURACY) & (self.accuracy > self.bar)
-        return heads.top(self.accuracy, where=rule)
-
-    def top(self, k: int) -> list[Head]:
-        return heads.top(self.accuracy, k)
-
-    def summary(self) -> str:
-        return (f"{len(self.passing)} of {self.accuracy.numel()} heads pass (accuracy >= {MIN_ACCURACY:.0%} and "
-                f"above the shuffled labels' {QUANTILE:.0%} quantile, {self.bar:.1%}); best "
-                f"{heads.labels(self.top(5), self.accuracy)} on {self.n_items} prompts; shuffled labels: "
-                f"mean {float(self.shuffled.mean()):.1%}, highest {float(self.shuffled.max()):.1%}")
-
-
 def screen(features: Float[Tensor, "item layer head d_head"], data: Items, *, n_shuffles: int, seed: int
-           ) -> Screen:
-    accuracy = probes.cross_validated_accuracy(features, data.labels, data.folds)
-    shuffled = probes.shuffled_accuracy(features, data.labels, data.folds, n_shuffles=n_shuffles, seed=seed)
-    return Screen(accuracy=accuracy, shuffled=shuffled, n_items=len(data.labels))
+           ) -> probes.Screen:
+    return probes.screen(features, data.labels, data.folds, n_shuffles=n_shuffles, seed=seed, noun="prompts")
 
 
 @dataclass(frozen=True)
@@ -331,7 +301,7 @@ class Study:
 
     model: str
     gate: Gate
-    screen: Screen | None = None
+    screen: probes.Screen | None = None
     found: tuple[Head, ...] = ()
     steering: Steering | None = None
     held_out: Steering | None = None

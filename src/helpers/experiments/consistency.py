@@ -40,8 +40,7 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 MIN_PER_CLASS = 8  # the gate needs at least this many consistent and inconsistent items
-MIN_ACCURACY = 0.70  # a passing head's cross-validated probe accuracy is at least this ...
-QUANTILE = 0.99  # ... and above this quantile of all heads' accuracies on shuffled labels
+MIN_ACCURACY, QUANTILE = probes.MIN_ACCURACY, probes.QUANTILE  # the probe screen's pass rule
 
 
 @dataclass(frozen=True)
@@ -184,42 +183,12 @@ def gate(items: Sequence[Items], *, seed: int) -> Gate:
 # Probe screen
 
 
-@dataclass(frozen=True)
-class Screen:
-    """Each head's 2-fold probe accuracy, consistent vs inconsistent, and the same on shuffled labels."""
-
-    accuracy: Float[Tensor, "layer head"]
-    shuffled: Float[Tensor, "shuffle layer head"]
-    n_items: int
-    majority: float  # the accuracy of always guessing the larger class
-
-    @property
-    def bar(self) -> float:
-        return float(torch.quantile(self.shuffled.flatten(), QUANTILE))
-
-    @property
-    def passing(self) -> list[Head]:
-        return heads.top(self.accuracy, where=(self.accuracy >= MIN_ACCURACY) & (self.accuracy > self.bar))
-
-    def top(self, k: int) -> list[Head]:
-        return heads.top(self.accuracy, k)
-
-    def summary(self) -> str:
-        return (f"{len(self.passing)} of {self.accuracy.numel()} heads pass (accuracy >= {MIN_ACCURACY:.0%} and "
-                f"above the shuffled labels' {QUANTILE:.0%} quantile, {self.bar:.1%}); best "
-                f"{heads.labels(self.top(5), self.accuracy)} on {self.n_items} items (larger class "
-                f"{self.majority:.0%}); shuffled labels: mean {float(self.shuffled.mean()):.1%}, highest "
-                f"{float(self.shuffled.max()):.1%}")
-
-
 def screen(features: Float[Tensor, "item layer head d_head"], labels: Int[Tensor, "item"], *, n_shuffles: int,
-           seed: int) -> Screen:
-    """Probe accuracy of every head over two stratified folds of items, and under `n_shuffles` shuffles."""
+           seed: int) -> probes.Screen:
+    """Probe accuracy of every head over two stratified folds of items, and under `n_shuffles` shuffles; with
+    the larger class's share, since consistent items outnumber the others."""
     folds = probes.default_folds(labels, seed=seed)
-    share = float(labels.float().mean())
-    return Screen(accuracy=probes.cross_validated_accuracy(features, labels, folds),
-                  shuffled=probes.shuffled_accuracy(features, labels, folds, n_shuffles=n_shuffles, seed=seed),
-                  n_items=len(labels), majority=max(share, 1 - share))
+    return probes.screen(features, labels, folds, n_shuffles=n_shuffles, seed=seed, majority=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -308,7 +277,7 @@ class Study:
     model: str
     gate: Gate
     held_out_gate: Gate
-    screen: Screen | None = None
+    screen: probes.Screen | None = None
     found: tuple[Head, ...] = ()
     injection: Injection | None = None
 

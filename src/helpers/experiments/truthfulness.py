@@ -43,8 +43,7 @@ from helpers.heads import Head
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-MIN_ACCURACY = 0.70  # a passing head's cross-validated probe accuracy is at least this ...
-QUANTILE = 0.99  # ... and above this quantile of all heads' accuracies on shuffled labels
+MIN_ACCURACY, QUANTILE = probes.MIN_ACCURACY, probes.QUANTILE  # the probe screen's pass rule
 MAX_PER_ANSWER = 2  # facts sharing one answer ("Arabic") kept per domain
 MIN_KNOWN = 8  # the gate needs at least this many known facts in every domain
 
@@ -279,41 +278,10 @@ def gate(model: TransformerBridge, facts: Sequence[Facts], data: Statements, *, 
 # Probe screen
 
 
-@dataclass(frozen=True)
-class Screen:
-    """Each head's 2-fold probe accuracy on true vs false statements (``accuracy``) and the same probes on
-    labels shuffled within each fold (``shuffled``: ``[shuffle, layer, head]``)."""
-
-    accuracy: Float[Tensor, "layer head"]
-    shuffled: Float[Tensor, "shuffle layer head"]
-    n_items: int
-
-    @property
-    def bar(self) -> float:
-        """The `QUANTILE` of every head's accuracy under every shuffle."""
-        return float(torch.quantile(self.shuffled.flatten(), QUANTILE))
-
-    @property
-    def passing(self) -> list[Head]:
-        rule = (self.accuracy >= MIN_ACCURACY) & (self.accuracy > self.bar)
-        return heads.top(self.accuracy, where=rule)
-
-    def top(self, k: int) -> list[Head]:
-        return heads.top(self.accuracy, k)
-
-    def summary(self) -> str:
-        return (f"{len(self.passing)} of {self.accuracy.numel()} heads pass (accuracy >= {MIN_ACCURACY:.0%} and "
-                f"above the shuffled labels' {QUANTILE:.0%} quantile, {self.bar:.1%}); best "
-                f"{heads.labels(self.top(5), self.accuracy)} on {self.n_items} statements; shuffled labels: "
-                f"mean {float(self.shuffled.mean()):.1%}, highest {float(self.shuffled.max()):.1%}")
-
-
 def screen(features: Float[Tensor, "item layer head d_head"], data: Statements, *, n_shuffles: int, seed: int
-           ) -> Screen:
+           ) -> probes.Screen:
     """Probe accuracy of every head over the statements' two folds, and under `n_shuffles` label shuffles."""
-    accuracy = probes.cross_validated_accuracy(features, data.labels, data.folds)
-    shuffled = probes.shuffled_accuracy(features, data.labels, data.folds, n_shuffles=n_shuffles, seed=seed)
-    return Screen(accuracy=accuracy, shuffled=shuffled, n_items=len(data.labels))
+    return probes.screen(features, data.labels, data.folds, n_shuffles=n_shuffles, seed=seed, noun="statements")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -393,7 +361,7 @@ class Study:
 
     model: str
     gate: Gate
-    screen: Screen | None = None
+    screen: probes.Screen | None = None
     found: tuple[Head, ...] = ()
     steering: Steering | None = None
     transfer: Float[Tensor, "layer head"] | None = None  # page probes scored on the held-out statements
