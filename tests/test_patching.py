@@ -204,3 +204,31 @@ def test_end_patching_refuses_a_source_that_changes_the_prefix(tiny_llama_gqa):
         patching.patched_final_at_end(model, tokens, whole_twin, [[(0, 1)]])
     with pytest.raises(ValueError, match="at least two positions"):
         patching.patched_final_at_end(model, tokens[:, :1], whole_twin[:, :, :1], [[(0, 1)]])
+
+
+def test_end_patching_allows_rounding_in_proportion_to_the_outputs_but_not_a_changed_prefix(word_tokenizer):
+    """A prefix pass and a whole-prompt pass round differently; on a model with large head outputs (Gemma's
+    reach 70) that rounding exceeds any fixed absolute tolerance, so the check scales with the outputs."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
+                         intermediate_size=64, vocab_size=len(word_tokenizer), max_position_embeddings=64)
+    hf_model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for layer in hf_model.model.layers:
+            layer.self_attn.v_proj.weight.mul_(1e4)  # head outputs of order 1e3 to 1e4
+    spec = models.ModelSpec(name="loud-llama", hf_name="local/loud-llama", architecture="LlamaForCausalLM",
+                            source="hub", prepend_bos=False, n_layers=2, n_heads=4, n_kv_heads=2)
+    model = models.bridge_from_hf(spec, hf_model, word_tokenizer, device="cpu")
+    tokens = _prompts(model, 0, length=7)
+    source = _end_only_source(model, tokens, _prompts(model, 1, length=7))
+    allowed = 1e-5 * float(source[:, :, :-1].abs().max())
+    assert allowed > 1e-3  # far above the fixed floor of 1e-4
+    rounded = source.clone()
+    rounded[0, 0, 0, 0, 0] += allowed / 2
+    patching.patched_final_at_end(model, tokens, rounded, [[(0, 1)]])
+    changed = source.clone()
+    changed[0, 0, 0, 0, 0] += 2 * allowed  # a change beyond rounding: refused
+    with pytest.raises(ValueError, match="before END"):
+        patching.patched_final_at_end(model, tokens, changed, [[(0, 1)]])
