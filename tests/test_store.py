@@ -76,8 +76,8 @@ def test_names_that_are_not_file_names_are_refused():
         store.cached("../x", lambda: 1)
 
 
-def test_the_exercise_checkers_are_not_in_the_code_digest(tmp_path):
-    """Editing an exercise's checker must not invalidate (and retrain) every stored result; editing any
+def test_the_exercise_checkers_and_the_head_index_are_not_in_the_code_digest(tmp_path):
+    """Editing an exercise's checker or a head's naming must not invalidate (and retrain) every stored result; editing any
     other helper must."""
     package = tmp_path / "helpers"
     shutil.copytree(Path(store.__file__).resolve().parent, package, ignore=shutil.ignore_patterns("__pycache__"))
@@ -85,6 +85,11 @@ def test_the_exercise_checkers_are_not_in_the_code_digest(tmp_path):
     assert before == store.code_digest()
     (package / "checks" / "patterns.py").write_text("# a learner-facing edit\n", encoding="utf-8")
     assert store.package_digest(package) == before
+    (package / "experiments" / "head_index.py").write_text("# a head's naming\n", encoding="utf-8")
+    assert store.package_digest(package) == before
+    (package / "experiments" / "head_index_extra.py").write_text("# not the index\n", encoding="utf-8")
+    assert store.package_digest(package) != before
+    (package / "experiments" / "head_index_extra.py").unlink()
     (package / "heads.py").write_text("# an edit to the code results come from\n", encoding="utf-8")
     assert store.package_digest(package) != before
 

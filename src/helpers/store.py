@@ -41,14 +41,16 @@ from helpers.model_cache import cache_root
 
 T = TypeVar("T")
 SWITCH_ENV = "ATTENTION_HEADS_RESULTS"
-NOT_DIGESTED = ("checks",)  # helpers subpackages no stored result depends on
+# helpers code no stored result depends on: the exercise checkers, and the head index (curated namings of
+# the pages' heads, written to markdown)
+NOT_DIGESTED = ("checks", "experiments/head_index.py")
 
 
 @lru_cache(maxsize=1)
 def code_digest() -> str:
-    """SHA-256 over the source of every module of the ``helpers`` package (paths and contents), except the
-    exercise checkers (``helpers/checks``), which never compute a stored result: editing an exercise must
-    not retrain the toys."""
+    """SHA-256 over the source of every module of the ``helpers`` package (paths and contents), except
+    `NOT_DIGESTED`, which never computes a stored result: editing an exercise or a head's naming in the
+    index must not retrain the toys or recompute the atlas."""
     return package_digest(Path(__file__).resolve().parent)
 
 
@@ -56,7 +58,8 @@ def package_digest(package: Path) -> str:
     """SHA-256 over the paths and contents of the ``.py`` files under `package`, skipping NOT_DIGESTED."""
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
-        if path.relative_to(package).parts[0] in NOT_DIGESTED:
+        relative = path.relative_to(package).as_posix()
+        if any(relative == skipped or relative.startswith(f"{skipped}/") for skipped in NOT_DIGESTED):
             continue
         digest.update(str(path.relative_to(package)).encode())
         digest.update(path.read_bytes())
