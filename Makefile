@@ -70,7 +70,7 @@ STAGE := _executed
 EXECUTED := $(STAGE)/.executed
 NOTEBOOK_INPUTS := $(shell find notebooks book src/helpers _static -type f -not -path '*/__pycache__/*' 2>/dev/null) \
                    _config.yml _toc.yml requirements.txt pyproject.toml
-$(EXECUTED): $(NOTEBOOK_INPUTS) | venv models toys $(CIRCUITSVIS_BUNDLE)
+$(EXECUTED): $(NOTEBOOK_INPUTS) | venv models toys atlas $(CIRCUITSVIS_BUNDLE)
 	rm -rf $(STAGE) && mkdir -p $(STAGE)
 	cp -r _config.yml _toc.yml book notebooks _static $(STAGE)/
 	sed -i 's/^  execute_notebooks: cache /  execute_notebooks: "off" /' $(STAGE)/_config.yml
@@ -97,10 +97,17 @@ kernels: venv models
 browser: strict-book
 	$(BIN)/python tests/site/browser_check.py _build/html --screens _build/screens
 
-# The head atlas of both offline models (helpers.experiments.atlas): JSON and a figure per model.
+# The head atlas of both offline models (helpers.experiments.atlas): JSON and a figure per model. It runs
+# before the notebooks (an order-only prerequisite of $(EXECUTED)), one process per model side by side: it
+# fills the results store with every study the atlas reads, so the head atlas page, which reads a dozen
+# family pages' studies on two models, starts warm instead of running past nbmake's per-page timeout, and
+# the family pages then read their own studies from the store. A second run is a store read (seconds).
 atlas: venv models
-	OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python -m helpers.experiments.atlas --model smollm2-135m --out _build/atlas
-	OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python -m helpers.experiments.atlas --model gemma3-270m --out _build/atlas
+	OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python -m helpers.experiments.atlas --model smollm2-135m \
+	  --out _build/atlas & first=$$!; \
+	OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python -m helpers.experiments.atlas --model gemma3-270m \
+	  --out _build/atlas; second=$$?; \
+	wait $$first && test $$second -eq 0
 
 test: unit notebooks kernels strict-book browser atlas
 

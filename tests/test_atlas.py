@@ -207,3 +207,85 @@ def test_every_registered_family_is_screened_or_skipped_with_a_reason():
         f"missing: {sorted(set(keys) - set(screened) - set(atlas.NOT_SCREENED))}; "
         f"both screened and skipped: {sorted(set(screened) & set(atlas.NOT_SCREENED))}")
     assert all(reason.strip() for reason in atlas.NOT_SCREENED.values())
+
+
+# The probe and vulnerable families: the atlas lists heads only when the causal check in their rule passes.
+
+class _Check:
+    """A stand-in for a page's `Steering` / `Injection`: two causal checks' p values and a verdict."""
+
+    def __init__(self, passed: bool):
+        self.passed = passed
+        self.same_heads = self.other_heads = _causal(0 if passed else 49)
+
+
+def _causal(as_strong: int):
+    """A causal check of 100 draws, `as_strong` of them as strong as the heads: p = (1 + as_strong) / 101."""
+    from helpers import controls, stats
+
+    n_strong = as_strong
+    draws = torch.cat([torch.full((n_strong,), 2.0), torch.zeros(100 - n_strong)])
+    estimate = stats.Estimate(1.0, 0.5, 1.5, n=20)
+    return controls.CausalCheck("margin", ((1, 1),), "steered", "random", estimate, estimate, draws)
+
+
+class _ProbeStudy:
+    """A stand-in for a probe page's `Study`: a screen passing L1H1 and L0H0, the top two steered."""
+
+    def __init__(self):
+        from helpers import probes
+
+        accuracy = torch.tensor([[0.80, 0.50, 0.50, 0.50], [0.50, 0.90, 0.75, 0.50]])
+        self.screen = probes.Screen(accuracy=accuracy, shuffled=torch.full((3, 2, 4), 0.55), n_items=40)
+        self.found = ((1, 1), (0, 0), (1, 2))[:2]
+
+    class gate:
+        @staticmethod
+        def summary():
+            return "PASS: facts known"
+
+
+class _Model:
+    class cfg:
+        n_layers, n_heads = 2, 4
+
+
+def test_a_probe_family_lists_its_steered_passing_heads_only_when_every_check_passes():
+    passed = atlas._probe_family(_Model, "truthfulness", _ProbeStudy(), [("steering", _Check(True))])
+    assert passed.passing == [(1, 1), (0, 0)] and passed.check.startswith("PASS")
+    assert passed.scores[1, 1] == pytest.approx(0.90)
+    failed = atlas._probe_family(_Model, "accuracy", _ProbeStudy(),
+                                 [("steering", _Check(True)), ("held-out family", _Check(False))])
+    assert failed.passing == [] and failed.check.startswith("FAIL") and "p = 0.495" in failed.check
+    not_run = atlas._probe_family(_Model, "consistency", _ProbeStudy(), [("injection", None)])
+    assert not_run.passing == [] and "injection: not run" in not_run.check
+
+
+def test_a_failed_causal_check_reads_as_such_in_the_table_and_survives_json():
+    screen = atlas._probe_family(_Model, "truthfulness", _ProbeStudy(), [("steering", _Check(False))])
+    found = atlas.Atlas(model="hand", n_layers=2, n_heads=4, seed=0, sizes=SIZES, screens={"truthfulness": screen})
+    again = atlas.Atlas.from_json(json.loads(json.dumps(found.to_json())))
+    assert again.screens["truthfulness"].check == screen.check
+    table = atlas.transferability([again])
+    assert table.loc[("Latent Reasoning", "Truthfulness head"), ("hand", "heads")] == "0 (causal check fails)"
+
+
+def test_vulnerable_heads_are_listed_only_when_both_checks_beat_every_draw(monkeypatch):
+    from types import SimpleNamespace
+
+    from helpers.experiments import vulnerable
+
+    def study(concentration_draws, repair_strong):
+        spread = vulnerable.Concentration(found=((1, 1),), share=0.5, draws=concentration_draws)
+        flips = SimpleNamespace(score=torch.arange(8.0).reshape(2, 4))
+        gate = SimpleNamespace(passed=True, summary=lambda: "PASS: acronyms\nline two")
+        repair = SimpleNamespace(check=_causal(repair_strong))
+        return SimpleNamespace(gate=gate, flips=flips, concentration=spread, repair=repair, found=[(1, 1)])
+
+    monkeypatch.setattr(vulnerable, "study", lambda model, seed: study(torch.full((100,), 0.1), 0))
+    found = atlas.vulnerable_screens(_Model, seed=0)["vulnerable"]
+    assert found.passing == [(1, 1)] and found.check.startswith("PASS") and "\n" not in found.gate
+    monkeypatch.setattr(vulnerable, "study", lambda model, seed: study(torch.full((100,), 0.6), 0))
+    assert atlas.vulnerable_screens(_Model, seed=0)["vulnerable"].passing == []  # every draw carries more
+    monkeypatch.setattr(vulnerable, "study", lambda model, seed: study(torch.full((100,), 0.1), 1))
+    assert atlas.vulnerable_screens(_Model, seed=0)["vulnerable"].passing == []  # one draw repairs as much

@@ -8,24 +8,31 @@ Two kinds of family:
 - **Pattern families** (previous-token, duplicate, induction heads), defined by where a head attends. Each
   uses its page's score and pass rule (`screens.Screen`: the score at least the family's threshold and at
   least `ratio` times the head's own score on a matched control), on random tokens only: the duplicate page
-  also screens IOI prompts and the previous-token page English prose, so their lists can differ. All three read the patterns of two
-  batches: random tokens repeated once, and the same prompts with the second half replaced by fresh tokens
-  (the control: same positions, nothing to copy); `pattern_targets` says which positions each family
-  scores and what its control is. They run on any model, toys included.
+  also screens IOI prompts and the previous-token page English prose, so their lists can differ. All three
+  read the patterns of two batches: random tokens repeated once, and the same prompts with the second half
+  replaced by fresh tokens (the control: same positions, nothing to copy); `pattern_targets` says which
+  positions each family scores and what its control is. They run on any model, toys included.
 - **Task families** (memory, context, negative, mover, name mover and negative name mover heads; positional,
   subword merge, syntactic, rare words, retrieval, sentiment summarizer, semantic induction, subject and
   relation heads; and the five multiple-choice families: constant, single letter, content gatherer, correct
   letter, amplification heads; the successor and summary reader heads; the function vector and in-context
-  heads), defined by a task's direct effect, by attention on a task's tokens, by a patch or an ablation at
-  END, or, for the multiple-choice families, by END's attention on the options. Each runs its page's behaviour gate and screen with the page's functions, sizes and
-  seeds, and picks the heads its page's screen picks (`TaskScreen`); families that read the same task share
-  its passes (IOI: one read for name movers and negative name movers; knowledge conflict: one screen for
-  memory and context heads; factual prompts: one source-split pass for subject and relation heads; multiple
-  choice: one `mcq.study`, the one its six pages read; needle in a haystack: the needle run the retrieval pages
-  keep in the results store; in-context labels: the gate and screen the in-context page keeps in the store).
-  The pages' causal checks are not re-run here: the atlas says which heads each
-  screen picks, the family page says whether they carry the behaviour. They need a real model's vocabulary
-  and are skipped on toys; a family whose gate fails lists no heads and says so.
+  heads; the truthfulness, accuracy, consistency and vulnerable heads), defined by a task's direct effect, by
+  attention on a task's tokens, by a patch or an ablation at END, by a linear probe on the head's output, or,
+  for the multiple-choice families, by END's attention on the options. Each runs its page's behaviour gate
+  and screen with the page's functions, sizes and seeds, and picks the heads its page's screen picks
+  (`TaskScreen`); families that read the same task share its passes (IOI: one read for name movers and
+  negative name movers; knowledge conflict: one screen for memory and context heads; factual prompts: one
+  source-split pass for subject and relation heads; multiple choice: one `mcq.study`, the one its six pages
+  read; needle in a haystack: the needle run the retrieval pages keep in the results store; in-context
+  labels: the gate and screen the in-context page keeps in the store).
+  The pages' causal checks are not re-run here: the atlas says which heads each screen picks, the family
+  page says whether they carry the behaviour. Four families are the exception, because their rule holds the
+  causal check: a probe screen alone passes most of a model's heads (truthfulness: 166 of SmolLM2's 270), so
+  the truthfulness, accuracy and consistency heads are listed only when steering (or the bias injection) of
+  the page's top heads beats both of its nulls, and the vulnerable heads, a top four by construction, only
+  when their split-half concentration and their repair beat every draw. Those four read their page's
+  `study` from the results store, and `TaskScreen.check` says what the check found. Task families need a
+  real model's vocabulary and are skipped on toys; a family whose gate fails lists no heads and says so.
 
 Not in it: the registered families in `NOT_SCREENED`, each with the reason; every atlas lists them as skipped,
 so its table shows them as "not screened" rather than leaving them out. The function vector screen lists the top
@@ -39,9 +46,9 @@ heads that rest on the first position (`positional_screens` says why).
 The run is kept in the results store (`helpers.store`) under the model, sizes and seed, so the atlas page and
 `make atlas` compute it once per code version.
 
-JSON schema (``SCHEMA_VERSION`` 2)::
+JSON schema (``SCHEMA_VERSION`` 3)::
 
-    {"schema": "attention-heads-atlas", "version": 2,
+    {"schema": "attention-heads-atlas", "version": 3,
      "model": str, "n_layers": int, "n_heads": int, "seed": int,
      "sizes": {"prompts": int, "half_len": int},
      "families": {key: {"name": str, "stage": str, "kind": "pattern" | "task",
@@ -50,6 +57,7 @@ JSON schema (``SCHEMA_VERSION`` 2)::
                         "control": [[float] * n_heads] * n_layers | null,  # pattern families' control
                         "threshold": float | null, "ratio": float | null,  # pattern families' rule
                         "gate": str | null,                         # task families' behaviour gate
+                        "check": str | null,       # causal check in the family's rule (probe, vulnerable)
                         "passing": ["L1H2", ...]}},                 # best first
      "skipped": {key: str},           # families not screened on this model, and why
      "heads": {"L1H2": [key, ...]},   # every passing head with all the families it passes
@@ -73,9 +81,11 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from helpers import capture, heads, overlap, scores, stats, store, tasks, toy
+from helpers import capture, controls, heads, overlap, scores, stats, store, tasks, toy
 from helpers.experiments import (
+    accuracy,
     conflict,
+    consistency,
     duplicate,
     fact_sources,
     function_vectors,
@@ -95,6 +105,8 @@ from helpers.experiments import (
     successor,
     summary_reader,
     syntax,
+    truthfulness,
+    vulnerable,
     yesno,
 )
 from helpers.screens import Screen
@@ -102,18 +114,13 @@ from helpers.screens import Screen
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Registered families the atlas does not screen (registry key -> why); each atlas reports them as skipped.
 NOT_SCREENED: dict[str, str] = {
     "associative_memory": "a toy trained on its page, not a screen of a pretrained model's heads",
     "global_retrieval": "a test of head sets ranked by the retrieval score, not a screen of single heads",
     "backup_name_mover": "found by knocking out the name movers that another screen finds",
     "letter_mover": "attribution patching on acronym prompts; not yet screened here",
-    "truthfulness": ("its probe screen passes 166 of SmolLM2's 270 heads while its steering check fails: an entry "
-                     "would list most of the model as a family its page does not find"),
-    "accuracy": "a probe screen no stronger than shuffled labels, and a steering check that fails",
-    "consistency": "a probe screen no stronger than shuffled labels, and a bias check that fails",
-    "vulnerable": "its heads come from the flips of one acronym search, on the letter mover's prompts",
     "inhibition": "path patching into the name movers that another screen finds",
     "iteration": "toys trained on its page",
     "correct": "its page screens layers by vocabulary projection, not heads",
@@ -215,7 +222,9 @@ UNITS = {"previous_token": "share of attention", "duplicate": "share of attentio
          "successor": "share of tokens mapped to their successor",
          "summary_reader": "signed mood difference via the summary positions",
          "function_vector": "average indirect effect (probability)",
-         "in_context": "signed label difference lost"}
+         "in_context": "signed label difference lost", "truthfulness": "probe accuracy",
+         "accuracy": "probe accuracy", "consistency": "probe accuracy",
+         "vulnerable": "logit difference lost in the flips"}
 
 
 @dataclass(frozen=True)
@@ -228,6 +237,7 @@ class TaskScreen:
     scores: Float[Tensor, "layer head"]
     passing: list[heads.Head]
     gate: str
+    check: str | None = None  # the causal check in the family's own pass rule, where it has one: PASS / FAIL ...
 
 
 def _gated(family: str, scores: Tensor, picked: list[heads.Head], gate) -> TaskScreen:
@@ -447,17 +457,91 @@ def in_context_screens(model: TransformerBridge, *, seed: int) -> dict[str, Task
     return {"in_context": _gated("in_context", found.scores, found.passing, gate)}
 
 
+def _verdict(passed: bool, text: str) -> str:
+    return f"{'PASS' if passed else 'FAIL'}: {text}"
+
+
+def _steered(check: controls.CausalCheck) -> str:
+    return (f"{check.metric_name} {check.top} with the top {len(check.heads)}; p = {check.p_value:.3f} against "
+            f"{check.n_draws} draws of {check.null}")
+
+
+def _probe_family(model: TransformerBridge, family: str, study, checks: Sequence[tuple[str, object]]
+                  ) -> TaskScreen:
+    """A probe family from its page's study: every head's cross-validated probe accuracy; the heads listed are
+    the steered top heads that pass the probe screen, and only when every causal check in `checks` (name,
+    `Steering` or `Injection` or None when the page did not run it) passes, as the family's rule asks."""
+    if study.screen is None:
+        return _empty(model, family, study.gate.summary())
+    texts, passed = [], True
+    for name, check in checks:
+        if check is None:
+            texts.append(f"{name}: not run")
+            passed = False
+            continue
+        texts.append(f"{name}: same heads, random directions: {_steered(check.same_heads)}; random heads: "
+                     f"p = {check.other_heads.p_value:.3f}")
+        passed = passed and check.passed
+    picked = [head for head in study.found if head in set(study.screen.passing)]
+    return TaskScreen(family, study.screen.accuracy, picked if passed else [],
+                      f"{study.gate.summary()}; screen: {study.screen.summary()}",
+                      check=_verdict(passed and bool(picked), "; ".join(texts)))
+
+
+def truthfulness_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """Truthfulness heads from the truthfulness page's study (`truthfulness.study`, in the results store): the
+    probe screen, and the steering of the top heads on held-out facts, which the family's rule requires."""
+    study = truthfulness.study(model, seed=seed)
+    if study.screen is None and study.gate.passed:
+        held_out = f"FAIL (held-out facts): {study.held_out_gate.summary()}"
+        return {"truthfulness": _empty(model, "truthfulness", held_out)}
+    return {"truthfulness": _probe_family(model, "truthfulness", study, [("steering", study.steering)])}
+
+
+def accuracy_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """Accuracy heads from the accuracy page's study (`accuracy.study`): the probe screen, the cross-fitted
+    steering and the same steering on the held-out question family."""
+    study = accuracy.study(model, seed=seed)
+    return {"accuracy": _probe_family(model, "accuracy", study, [("steering", study.steering),
+                                                                 ("held-out family", study.held_out)])}
+
+
+def consistency_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """Consistency heads from the consistency page's study (`consistency.study`): the probe screen and the bias
+    injected on held-out items (not run when the held-out items hold no inconsistent answer to fix)."""
+    study = consistency.study(model, seed=seed)
+    return {"consistency": _probe_family(model, "consistency", study, [("injection", study.injection)])}
+
+
+def vulnerable_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
+    """Vulnerable heads from the vulnerable page's study (`vulnerable.study`): each head's mean drop of its
+    direct logit attribution over the flips; the top four are listed when both of the family's checks beat
+    every draw (split-half concentration, and repair by the clean END outputs)."""
+    study = vulnerable.study(model, seed=seed)
+    gate = study.gate.summary().replace("\n", "; ")  # starts with the acronym gate's PASS / FAIL
+    if study.flips is None or study.concentration is None or study.repair is None:
+        return {"vulnerable": _empty(model, "vulnerable", gate)}
+    spread, fixed = study.concentration, study.repair.check
+    passed = spread.as_strong == 0 and fixed.as_strong == 0
+    check = _verdict(passed, f"concentration p = {spread.p_value:.3f}, repair p = {fixed.p_value:.3f} "
+                             f"({spread.as_strong} and {fixed.as_strong} of {len(spread.draws)} and {fixed.n_draws} "
+                             "draws as strong)")
+    return {"vulnerable": TaskScreen("vulnerable", study.flips.score, study.found if passed else [], gate,
+                                     check=check)}
+
+
 # The task families' screens, in registry order within each task; each runner shares its task's passes.
 TASK_SCREENS: tuple[Callable[..., dict[str, TaskScreen]], ...] = (
     conflict_screens, negative_screens, mcq_screens, positional_screens, subword_screens, syntactic_screens,
     rare_words_screens, retrieval_screens, sentiment_screens, semantic_induction_screens, fact_source_screens,
     mover_screens, ioi_screens, successor_screens, summary_reader_screens, function_vector_screens,
-    in_context_screens)
+    in_context_screens, truthfulness_screens, accuracy_screens, consistency_screens, vulnerable_screens)
 TASK_FAMILIES = ("memory", "context", "constant", "single_letter", "negative", "positional", "subword_merge",
                  "syntactic", "rare_words", "retrieval",
                  "sentiment_summarizer", "semantic_induction", "subject", "relation", "mover", "name_mover",
                  "negative_name_mover", "content_gatherer", "successor", "summary_reader", "function_vector",
-                 "in_context", "correct_letter", "amplification")
+                 "in_context", "truthfulness", "accuracy", "consistency", "vulnerable", "correct_letter",
+                 "amplification")
 # Families defined by the form of the text, whatever it says: where a head attends by position, to a repeated
 # token, within a word, along a grammatical arc, or to what followed an earlier copy. The rest are defined by a
 # task's content or answer.
@@ -502,6 +586,7 @@ class Atlas:
                              "threshold": screen.threshold if pattern else None,
                              "ratio": screen.ratio if pattern else None,
                              "gate": None if pattern else screen.gate,
+                             "check": None if pattern else screen.check,
                              "passing": [heads.label(head) for head in screen.passing]}
         return {"schema": "attention-heads-atlas", "version": SCHEMA_VERSION, "model": self.model,
                 "n_layers": self.n_layers, "n_heads": self.n_heads, "seed": self.seed,
@@ -523,7 +608,7 @@ class Atlas:
                 screens[key] = Screen(family=key, scores=values, null=torch.tensor(row["control"]),
                                       threshold=row["threshold"], baseline=float("nan"), ratio=row["ratio"])
             else:
-                screens[key] = TaskScreen(family=key, scores=values, gate=row["gate"],
+                screens[key] = TaskScreen(family=key, scores=values, gate=row["gate"], check=row["check"],
                                           passing=[heads.parse(label) for label in row["passing"]])
         return cls(model=data["model"], n_layers=data["n_layers"], n_heads=data["n_heads"], seed=data["seed"],
                    sizes=Sizes(**data["sizes"]), screens=screens, skipped=dict(data["skipped"]),
@@ -600,7 +685,8 @@ FAMILY_COLORS = {"previous_token": "#8172b3", "duplicate": "#937860", "induction
                  "sentiment_summarizer": "#fdb462", "semantic_induction": "#80b1d3", "subject": "#bc80bd",
                  "relation": "#8dd3c7", "positional": "#000000", "subword_merge": "#b15928",
                  "syntactic": "#ffed6f", "successor": "#6a3d9a", "summary_reader": "#e31a1c",
-                 "function_vector": "#1f78b4", "in_context": "#33a02c"}
+                 "function_vector": "#1f78b4", "in_context": "#33a02c", "truthfulness": "#a6cee3",
+                 "accuracy": "#b2df8a", "consistency": "#fb9a99", "vulnerable": "#ff7f00"}
 
 
 def relative_depth(head: heads.Head, n_layers: int) -> float:
@@ -624,8 +710,11 @@ def transferability(atlases: Sequence[Atlas]):
                 row[(atlas.model, "heads")] = "not screened"
                 row[(atlas.model, "depth")] = row[(atlas.model, "strongest")] = ""
             elif not screen.passing:
-                failed = isinstance(screen, TaskScreen) and screen.gate.startswith("FAIL")
-                row[(atlas.model, "heads")] = "0 (gate fails)" if failed else "0"
+                task = isinstance(screen, TaskScreen)
+                failed = task and screen.gate.startswith("FAIL")
+                check_failed = task and (screen.check or "").startswith("FAIL")
+                row[(atlas.model, "heads")] = ("0 (gate fails)" if failed else "0 (causal check fails)"
+                                               if check_failed else "0")
                 row[(atlas.model, "depth")] = row[(atlas.model, "strongest")] = ""
             else:
                 depths = [relative_depth(head, atlas.n_layers) for head in screen.passing]

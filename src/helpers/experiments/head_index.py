@@ -376,8 +376,8 @@ NAMINGS: tuple[Naming, ...] = (
     *_named(_GEMMA, "relation_heads", "relation head: answer push from the relation words",
             "L15H3", "L17H1", "L15H0", "L15H2"),
     # head_atlas
-    Naming(_SMOL, "L23H1", "head_atlas", "six atlas screens: context, mover, name mover, retrieval, semantic induction, subject"),
-    Naming(_GEMMA, "L12H1", "head_atlas", "five atlas screens: context, mover, name mover, semantic induction, subject"),
+    Naming(_SMOL, "L23H1", "head_atlas", "seven atlas screens, more than any head: the copier families and the vulnerable heads"),
+    Naming(_GEMMA, "L12H1", "head_atlas", "six atlas screens: context, mover, name mover, vulnerable, semantic induction, subject"),
     Naming(_SMOL, "L8H1", "head_atlas", "not a duplicate head on the atlas's far random repeats"),
     Naming(_SMOL, "L9H2", "head_atlas", "duplicate head on the atlas's random repeats, not on its page"),
     Naming(_SMOL, "L14H3", "head_atlas", "in-context head and, on random repeats only, duplicate head in the atlas"),
