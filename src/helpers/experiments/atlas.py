@@ -369,16 +369,13 @@ def retrieval_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskS
 
 def sentiment_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
     """Sentiment summarizers: each head's write along the fitted sentiment direction at the summary positions
-    against random directions (`sentiment.screen`), with the seeds `sentiment.study` uses."""
-    sizes = sentiment.Sizes()
-    gate = sentiment.gate(model, pairs=sizes.gate_pairs, seed=seed)
-    if not gate.passed:
-        return {"sentiment_summarizer": _empty(model, "sentiment_summarizer", gate.summary())}
-    direction = sentiment.fit_direction(model, pairs=sizes.direction_pairs, seed=seed + 10,
-                                        n_random=sizes.random_directions)
-    found = sentiment.screen(model, direction.d, pairs=sizes.screen_pairs, neutral=sizes.neutral_prompts,
-                             seed=seed + 20, n_random=sizes.random_directions)
-    return {"sentiment_summarizer": _gated("sentiment_summarizer", found.scores, found.passing, gate)}
+    against random directions (`sentiment.screen`), read from the page's `sentiment.study` (default sizes,
+    seed `seed`; kept in the results store, so the atlas and the page compute it once between them)."""
+    study = sentiment.study(model, seed=seed)
+    if study.screen is None:
+        return {"sentiment_summarizer": _empty(model, "sentiment_summarizer", study.gate.summary())}
+    return {"sentiment_summarizer": _gated("sentiment_summarizer", study.screen.scores, study.screen.passing,
+                                           study.gate)}
 
 
 def semantic_induction_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
@@ -405,13 +402,12 @@ def successor_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskS
 def summary_reader_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
     """Summary readers: each head's attributed share of the mood carried from the summary positions' values
     to the last token (`summary_reader.screen`), passing its rule (top quantile of all heads and a share of
-    the strongest), gated by the mood-story gate, with the seeds and sizes `summary_reader.study` uses."""
-    sizes = summary_reader.Sizes()
-    gate = summary_reader.gate(model, n=sizes.gate_stories, seed=seed)
-    if not gate.passed:
-        return {"summary_reader": _empty(model, "summary_reader", gate.summary())}
-    found = summary_reader.screen(model, n=sizes.screen_stories, seed=seed + 10, n_null=sizes.null_draws)
-    return {"summary_reader": _gated("summary_reader", found.scores, found.passing, gate)}
+    the strongest), gated by the mood-story gate; read from the page's `summary_reader.study` (default sizes,
+    seed `seed`; kept in the results store, so the atlas and the page compute it once between them)."""
+    study = summary_reader.study(model, seed=seed)
+    if study.screen is None:
+        return {"summary_reader": _empty(model, "summary_reader", study.gate.summary())}
+    return {"summary_reader": _gated("summary_reader", study.screen.scores, study.screen.passing, study.gate)}
 
 
 def fact_source_screens(model: TransformerBridge, *, seed: int) -> dict[str, TaskScreen]:
