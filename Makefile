@@ -14,6 +14,9 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export PYTHONHASHSEED := 0
 
+# Two commands at once, each on its own core; fails if either fails (after both have ended).
+side_by_side = $(1) & first=$$!; $(2); second=$$?; wait $$first && test $$second -eq 0
+
 .PHONY: all venv models toys test unit notebooks kernels strict-book browser atlas book benchmarks editions clean
 
 all: book
@@ -39,9 +42,11 @@ models: $(BIN)/.installed
 	$(BIN)/python -m helpers.models smollm2-135m gemma3-270m
 
 # The MCQ toys (five seeds per layout) that six pages read, trained once into the results store; a page
-# that finds the store empty trains them itself (Colab), at about 80 s.
+# that finds the store empty trains them itself (Colab), at about 80 s. Training runs on one thread, so the
+# two layouts train side by side (about 65 s on 2 cores instead of 125 s one after the other).
 toys: venv
-	OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python -m helpers.experiments.mcq_toy_task
+	$(call side_by_side,OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python -m helpers.experiments.mcq_toy_task label_first,\
+	  OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python -m helpers.experiments.mcq_toy_task content_first)
 
 # The course's two editions of every page (tests/notebooks/editions.py): _editions/student (exercises,
 # no solutions; upload to Colab) and _editions/answers (solutions open). `make unit` checks both.
@@ -49,8 +54,9 @@ editions: venv
 	rm -rf _editions
 	$(BIN)/python tests/notebooks/editions.py _editions
 
+# Two workers: 2184 tests take about 230 s in one process on 2 cores.
 unit: venv
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 tests
 
 # The notebooks run once: nbmake executes a copy of the book's sources in $(STAGE) and writes the
 # outputs into it (--overwrite), and both book builds (make book, the strict build of make test) render
@@ -58,6 +64,8 @@ unit: venv
 # $(EXECUTED) is stamped only when every page passed, and is redone when any input changes, so
 # `make book` then `make test` executes each notebook once.
 # Not under _build/: nbmake skips every notebook with a _build folder in its path.
+# The longest pages start first and each worker takes one page at a time (tests/notebooks/longest_first.py):
+# in collection order the 250 s summary reader page started last and ran alone for four minutes.
 # Two notebooks run at a time, each on one torch thread: on 2 cores that takes 22 % less wall time than
 # one notebook at a time on two threads (two IOI pages, results store off: 93 s against 119 s), because
 # most passes are too small to keep two threads busy. The toys and the atlas run on the same thread count,
@@ -75,8 +83,9 @@ $(EXECUTED): $(NOTEBOOK_INPUTS) | venv models toys atlas $(CIRCUITSVIS_BUNDLE)
 	cp -r _config.yml _toc.yml book notebooks _static $(STAGE)/
 	sed -i 's/^  execute_notebooks: cache /  execute_notebooks: "off" /' $(STAGE)/_config.yml
 	grep -q 'execute_notebooks: "off"' $(STAGE)/_config.yml
-	OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python -m pytest -q --durations=0 --nbmake --overwrite \
-	  --nbmake-kernel=python3 --nbmake-timeout=900 -n $(NB_WORKERS) --dist worksteal $(STAGE)/notebooks
+	PYTHONPATH=tests/notebooks OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python -m pytest -q --durations=0 \
+	  -p longest_first --nbmake --overwrite --nbmake-kernel=python3 --nbmake-timeout=900 \
+	  -n $(NB_WORKERS) --dist load --maxschedchunk 1 $(STAGE)/notebooks
 	touch $@
 
 notebooks: $(EXECUTED)
@@ -103,13 +112,15 @@ browser: strict-book
 # family pages' studies on two models, starts warm instead of running past nbmake's per-page timeout, and
 # the family pages then read their own studies from the store. A second run is a store read (seconds).
 atlas: venv models
-	OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python -m helpers.experiments.atlas --model smollm2-135m \
-	  --out _build/atlas & first=$$!; \
-	OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python -m helpers.experiments.atlas --model gemma3-270m \
-	  --out _build/atlas; second=$$?; \
-	wait $$first && test $$second -eq 0
+	$(call side_by_side,OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python -m helpers.experiments.atlas --model smollm2-135m \
+	  --out _build/atlas,OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python -m helpers.experiments.atlas --model gemma3-270m \
+	  --out _build/atlas)
 
-test: unit notebooks kernels strict-book browser atlas
+# make test: the unit tests first (a broken helper stops the run in two minutes), then the toys, the atlas and
+# the notebooks, which keep both cores busy; then `kernels` side by side with the book build and the browser
+# check, which leave a core mostly idle (on 2 cores with an empty store that overlap saves about 4 minutes).
+test: unit notebooks
+	$(call side_by_side,$(MAKE) --no-print-directory kernels,$(MAKE) --no-print-directory browser)
 
 # The executed copy (see notebooks above) rendered into _build/html. A page that fails to execute stops
 # the build and nbmake's summary names it (never exit 0 with a broken page).

@@ -17,6 +17,7 @@ seed, side by side; the head-level analysis is in `helpers.experiments.mcq_toy`.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -314,7 +315,10 @@ def move_labels(prompts: McqPrompts, seed: int) -> McqPrompts:
                                tokens=_assemble(prompts.task, new, prompts.contents, prompts.tokens[:, -1]))
 
 
-if __name__ == "__main__":  # `python -m helpers.experiments.mcq_toy_task` fills the store (used by `make toys`)
-    for layout in LAYOUTS:
+if __name__ == "__main__":  # `python -m helpers.experiments.mcq_toy_task [LAYOUT ...]` fills the store (`make toys`)
+    unknown = sorted(set(sys.argv[1:]) - set(LAYOUTS))
+    if unknown:
+        sys.exit(f"unknown layout {', '.join(unknown)}; choose from {', '.join(LAYOUTS)} (none given: both)")
+    for layout in sys.argv[1:] or LAYOUTS:
         toys = train_mcq_toys(TOY_SEEDS, task=dataclasses.replace(MCQ_TASK, layout=layout))
         print(f"{layout}: {len(toys)} toys in the store ({toys[0].history.wall_seconds:.0f} s when trained)")
