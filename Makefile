@@ -97,7 +97,8 @@ strict-book: notebooks
 # The toy models' claims again, under PyTorch's plain C++ kernels instead of the CPU's vectorised ones:
 # toys trained with other float kernels grow heads in other roles, and the pages' claims must hold anyway.
 kernels: venv models
-	ATEN_CPU_CAPABILITY=default $(BIN)/python -m helpers.experiments.mcq_toy_task
+	$(call side_by_side,ATEN_CPU_CAPABILITY=default $(BIN)/python -m helpers.experiments.mcq_toy_task label_first,\
+	  ATEN_CPU_CAPABILITY=default $(BIN)/python -m helpers.experiments.mcq_toy_task content_first)
 	ATEN_CPU_CAPABILITY=default $(BIN)/python tests/notebooks/toy_cells.py notebooks/*.ipynb
 
 # Every page of the built site in headless Chromium (Debian's; .ci/run installs it): broken links, images
