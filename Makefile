@@ -16,6 +16,9 @@ export PYTHONHASHSEED := 0
 
 # Two commands at once, each on its own core; fails if either fails (after both have ended).
 side_by_side = $(1) & first=$$!; $(2); second=$$?; wait $$first && test $$second -eq 0
+# The MCQ toys of both layouts, one process per layout, under the environment $(1) (training is single-threaded).
+train_toys = $(call side_by_side,$(1) $(BIN)/python -m helpers.experiments.mcq_toy_task label_first,\
+  $(1) $(BIN)/python -m helpers.experiments.mcq_toy_task content_first)
 
 .PHONY: all venv models toys test unit notebooks kernels strict-book browser atlas book benchmarks editions clean
 
@@ -45,8 +48,7 @@ models: $(BIN)/.installed
 # that finds the store empty trains them itself (Colab), at about 80 s. Training runs on one thread, so the
 # two layouts train side by side (about 65 s on 2 cores instead of 125 s one after the other).
 toys: venv
-	$(call side_by_side,OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python -m helpers.experiments.mcq_toy_task label_first,\
-	  OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python -m helpers.experiments.mcq_toy_task content_first)
+	$(call train_toys,OMP_NUM_THREADS=$(NB_THREADS))
 
 # The course's two editions of every page (tests/notebooks/editions.py): _editions/student (exercises,
 # no solutions; upload to Colab) and _editions/answers (solutions open). `make unit` checks both.
@@ -54,7 +56,7 @@ editions: venv
 	rm -rf _editions
 	$(BIN)/python tests/notebooks/editions.py _editions
 
-# Two workers: 2184 tests take about 230 s in one process on 2 cores.
+# Two workers: on 2 cores the suite took 230 s in one process and 116 s in two (warm model cache).
 unit: venv
 	$(BIN)/python -m pytest -q -n 2 tests
 
@@ -97,8 +99,7 @@ strict-book: notebooks
 # The toy models' claims again, under PyTorch's plain C++ kernels instead of the CPU's vectorised ones:
 # toys trained with other float kernels grow heads in other roles, and the pages' claims must hold anyway.
 kernels: venv models
-	$(call side_by_side,ATEN_CPU_CAPABILITY=default $(BIN)/python -m helpers.experiments.mcq_toy_task label_first,\
-	  ATEN_CPU_CAPABILITY=default $(BIN)/python -m helpers.experiments.mcq_toy_task content_first)
+	$(call train_toys,ATEN_CPU_CAPABILITY=default)
 	ATEN_CPU_CAPABILITY=default $(BIN)/python tests/notebooks/toy_cells.py notebooks/*.ipynb
 
 # Every page of the built site in headless Chromium (Debian's; .ci/run installs it): broken links, images
@@ -119,7 +120,7 @@ atlas: venv models
 
 # make test: the unit tests first (a broken helper stops the run in two minutes), then the toys, the atlas and
 # the notebooks, which keep both cores busy; then `kernels` side by side with the book build and the browser
-# check, which leave a core mostly idle (on 2 cores with an empty store that overlap saves about 4 minutes).
+# check, which leave a core mostly idle (on 2 cores with an empty store: 7.9 min instead of 10.6 one after another).
 test: unit notebooks
 	$(call side_by_side,$(MAKE) --no-print-directory kernels,$(MAKE) --no-print-directory browser)
 

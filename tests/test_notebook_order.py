@@ -29,7 +29,7 @@ def test_listed_pages_start_first_and_the_rest_keep_collection_order():
 
 
 def test_a_page_runs_before_the_page_that_reads_its_studies():
-    assert longest_first.page_rank("memory_heads") < longest_first.page_rank("context_heads")
+    assert longest_first.page_rank("ioi_circuit") < longest_first.page_rank("inhibition_heads")
     assert longest_first.page_rank("relation_heads") < longest_first.page_rank("subject_heads")
 
 
